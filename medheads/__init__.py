@@ -1,0 +1,49 @@
+"""medheads: custom Hugging Face heads for medical text and images.
+
+Importing the package registers every config with `AutoConfig` and every model with its `AutoModelFor*` class, and
+marks the classes for `auto_map`, so `save_pretrained` writes a folder that loads anywhere with
+`trust_remote_code=True`, medheads installed or not.
+"""
+
+from transformers import (
+    AutoConfig,
+    AutoModelForImageClassification,
+    AutoModelForSequenceClassification,
+    AutoModelForTokenClassification,
+)
+
+from .configuration_frozen_encoder_multilabel import FrozenEncoderMultiLabelConfig
+from .configuration_hidden_layer_token_classifier import HiddenLayerTokenClassifierConfig
+from .configuration_vit_patch_classifier import ViTPatchClassifierConfig
+from .modeling_frozen_encoder_multilabel import FrozenEncoderMultiLabel
+from .modeling_hidden_layer_token_classifier import HiddenLayerTokenClassifier
+from .modeling_vit_patch_classifier import ViTPatchClassifier
+
+__version__ = "0.1.0"
+
+# (config class, model class, Auto class, pipeline task)
+MODELS = (
+    (HiddenLayerTokenClassifierConfig, HiddenLayerTokenClassifier, AutoModelForTokenClassification,
+     "token-classification"),
+    (FrozenEncoderMultiLabelConfig, FrozenEncoderMultiLabel, AutoModelForSequenceClassification,
+     "text-classification"),
+    (ViTPatchClassifierConfig, ViTPatchClassifier, AutoModelForImageClassification, "image-classification"),
+)
+
+
+def _register() -> None:
+    for config_class, model_class, auto_class, _ in MODELS:
+        AutoConfig.register(config_class.model_type, config_class, exist_ok=True)
+        auto_class.register(config_class, model_class, exist_ok=True)
+        config_class.register_for_auto_class()
+        model_class.register_for_auto_class(auto_class.__name__)
+
+
+_register()
+
+__all__ = [
+    "HiddenLayerTokenClassifierConfig", "HiddenLayerTokenClassifier",
+    "FrozenEncoderMultiLabelConfig", "FrozenEncoderMultiLabel",
+    "ViTPatchClassifierConfig", "ViTPatchClassifier",
+    "MODELS",
+]

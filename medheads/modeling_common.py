@@ -1,0 +1,95 @@
+"""Encoder plumbing shared by the medheads models.
+
+`save_pretrained` copies this module next to each model's code (it is imported by a single-dot relative import), so
+it too must import nothing but torch and transformers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+
+import torch
+from torch import nn
+from transformers import AutoConfig, AutoModel, PreTrainedModel
+
+LOAD_KWARGS = ("dtype", "revision", "token", "trust_remote_code", "attn_implementation", "cache_dir")
+
+
+def split_load_kwargs(kwargs: dict) -> dict:
+    """Pop the keyword arguments meant for loading the pretrained encoder out of `kwargs`."""
+    return {key: kwargs.pop(key) for key in LOAD_KWARGS if key in kwargs}
+
+
+def truncated_encoder_config(encoder_config, depth: int):
+    """A copy of `encoder_config` with only `depth` layers, whose `hidden_states[k]` match the full encoder's."""
+    config = copy.deepcopy(encoder_config)
+    full_depth = int(config.num_hidden_layers)
+    if depth == full_depth:
+        return config
+    config.num_hidden_layers = depth
+    layer_types = getattr(config, "layer_types", None)
+    if isinstance(layer_types, (list, tuple)) and len(layer_types) == full_depth:
+        config.layer_types = list(layer_types[:depth])
+    # The full model's hidden_states[depth] is a layer's raw output; a truncated model would otherwise report its
+    # last entry after the final norm (ModernBERT and other pre-norm encoders).
+    config.tie_last_hidden_states = False
+    return config
+
+
+def build_encoder(encoder_config) -> PreTrainedModel:
+    """The bare encoder for `encoder_config`, without a pooler where the architecture has one."""
+    try:
+        return AutoModel.from_config(encoder_config, add_pooling_layer=False)
+    except TypeError:
+        return AutoModel.from_config(encoder_config)
+
+
+def load_pretrained_encoder(name_or_path, role: str = "encoder", **load_kwargs) -> PreTrainedModel:
+    """Load a pretrained encoder or backbone, with one clear error when `name_or_path` is not one."""
+    config_kwargs = {k: v for k, v in load_kwargs.items() if k not in ("dtype", "attn_implementation")}
+    try:
+        config = AutoConfig.from_pretrained(name_or_path, **config_kwargs)
+    except (OSError, ValueError) as error:
+        raise ValueError(
+            f"Could not load an {role} from {str(name_or_path)!r}: it must be a folder or Hub id holding a "
+            f"transformers config.json and weights ({type(error).__name__}: {error})."
+        ) from error
+    if str(getattr(config, "model_type", "")).startswith("medheads-"):
+        raise ValueError(
+            f"{str(name_or_path)!r} is a saved medheads model, not an {role}: load it with "
+            "AutoModelFor*.from_pretrained(...) (or the model class's from_pretrained) instead."
+        )
+    if getattr(config, "num_hidden_layers", None) is None or getattr(config, "hidden_size", None) is None:
+        raise ValueError(
+            f"{str(name_or_path)!r} ({config.model_type}) is not a transformer {role}: its config has no "
+            "num_hidden_layers / hidden_size."
+        )
+    return AutoModel.from_pretrained(name_or_path, **load_kwargs)
+
+
+def copy_encoder_weights(target: nn.Module, source: nn.Module, name) -> None:
+    """Load every weight `target` has (possibly fewer layers, no pooler) from the pretrained `source`."""
+    source_state = source.state_dict()
+    target_keys = list(target.state_dict())
+    missing = [key for key in target_keys if key not in source_state]
+    if missing:
+        raise ValueError(f"The pretrained {name!r} lacks weights the model needs: {missing[:5]}.")
+    target.load_state_dict({key: source_state[key] for key in target_keys}, strict=True)
+
+
+def freeze(module: nn.Module) -> None:
+    """No gradients and eval mode (dropout off), so the module's outputs are deterministic features."""
+    module.requires_grad_(False)
+    module.eval()
+
+
+def grad_context(frozen: bool):
+    """`torch.no_grad()` around a frozen module's forward, so no activations are kept for backward."""
+    return torch.no_grad() if frozen else contextlib.nullcontext()
+
+
+__all__ = [
+    "split_load_kwargs", "truncated_encoder_config", "build_encoder", "load_pretrained_encoder",
+    "copy_encoder_weights", "freeze", "grad_context",
+]

@@ -1,0 +1,175 @@
+"""`HiddenLayerTokenClassifier`: token classification from an intermediate hidden layer (or a mix of layers).
+
+The encoder is built only as deep as the deepest layer the head reads, so a head on layer 3 of a 6-layer encoder runs
+half the encoder and stores half its weights. This file imports torch, transformers and its configuration only, so it
+works as Hub remote code.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from transformers import PreTrainedModel
+from transformers.modeling_outputs import TokenClassifierOutput
+
+from .configuration_hidden_layer_token_classifier import HiddenLayerTokenClassifierConfig
+from .modeling_common import (
+    build_encoder, copy_encoder_weights, freeze, grad_context, load_pretrained_encoder, split_load_kwargs,
+    truncated_encoder_config,
+)
+
+
+class ScalarMix(nn.Module):
+    """ELMo's scalar mix: gamma * sum_k softmax(w)_k * h_k."""
+
+    def __init__(self, num_layers: int):
+        super().__init__()
+        self.weights = nn.Parameter(torch.zeros(num_layers))
+        self.gamma = nn.Parameter(torch.ones(()))
+
+    def forward(self, layers: list[torch.Tensor]) -> torch.Tensor:
+        weights = torch.softmax(self.weights, dim=0).to(layers[0].dtype)
+        mixed = sum(w * h for w, h in zip(weights, layers))
+        return self.gamma.to(mixed.dtype) * mixed
+
+
+class HiddenLayerTokenClassifierPreTrainedModel(PreTrainedModel):
+    config_class = HiddenLayerTokenClassifierConfig
+    base_model_prefix = "encoder"
+    main_input_name = "input_ids"
+    input_modalities = ("text",)
+    supports_gradient_checkpointing = True
+    _supports_sdpa = True
+    _supports_flash_attn = True
+    _supports_flex_attn = True
+    _supports_attention_backend = True
+    _no_split_modules = []
+
+    def _init_weights(self, module):
+        if isinstance(module, ScalarMix):
+            nn.init.zeros_(module.weights)
+            nn.init.ones_(module.gamma)
+        elif isinstance(module, nn.Linear) and getattr(module, "_is_medheads_head", False):
+            std = getattr(self.config.encoder_config, "initializer_range", 0.02)
+            nn.init.normal_(module.weight, mean=0.0, std=std)
+            nn.init.zeros_(module.bias)
+
+
+class HiddenLayerTokenClassifier(HiddenLayerTokenClassifierPreTrainedModel):
+    """Token classifier on `hidden_states[k]` of an encoder run only up to layer k."""
+
+    def __init__(self, config: HiddenLayerTokenClassifierConfig):
+        super().__init__(config)
+        self.layers = config.absolute_layers()
+        self.encoder = build_encoder(truncated_encoder_config(config.encoder_config, config.encoder_depth))
+        self._no_split_modules = list(getattr(self.encoder, "_no_split_modules", None) or [])
+        hidden_size = config.encoder_config.hidden_size
+        many = len(self.layers) > 1
+        self.scalar_mix = ScalarMix(len(self.layers)) if many and config.layer_combination == "scalar_mix" else None
+        width = hidden_size * len(self.layers) if many and config.layer_combination == "concat" else hidden_size
+        self.dropout = nn.Dropout(config.classifier_dropout)
+        self.classifier = nn.Linear(width, config.num_labels)
+        self.classifier._is_medheads_head = True
+        self.post_init()
+        if config.freeze_encoder:
+            self.freeze_encoder()
+
+    # -- encoder handling -------------------------------------------------------------------------------------------
+    def freeze_encoder(self):
+        """Fix the encoder's weights: no gradients, and eval mode even while the model trains."""
+        self.config.freeze_encoder = True
+        freeze(self.encoder)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.config.freeze_encoder:
+            self.encoder.eval()
+        return self
+
+    def get_input_embeddings(self):
+        return self.encoder.get_input_embeddings()
+
+    def set_input_embeddings(self, value):
+        self.encoder.set_input_embeddings(value)
+
+    @classmethod
+    def from_encoder(cls, encoder_name_or_path, hidden_layers=-1, **config_kwargs) -> "HiddenLayerTokenClassifier":
+        """Build the model around a pretrained encoder (folder or Hub id), loading the weights of the layers it uses.
+
+        `config_kwargs` go to [`HiddenLayerTokenClassifierConfig`] (`id2label`, `layer_combination`, ...); `dtype`,
+        `revision`, `token`, `trust_remote_code` and `attn_implementation` go to the encoder's loading.
+        """
+        encoder = load_pretrained_encoder(encoder_name_or_path, **split_load_kwargs(config_kwargs))
+        config = HiddenLayerTokenClassifierConfig(
+            encoder_config=encoder.config, hidden_layers=hidden_layers, **config_kwargs
+        )
+        model = cls(config)
+        copy_encoder_weights(model.encoder, encoder, encoder_name_or_path)
+        model.config.name_or_path = str(encoder_name_or_path)
+        return model.to(encoder.dtype)
+
+    # -- forward ----------------------------------------------------------------------------------------------------
+    def forward_features(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
+                         inputs_embeds=None, **kwargs) -> torch.Tensor:
+        """The combined hidden state(s) the head reads, `[batch, seq, width]` (before dropout)."""
+        encoder_kwargs = dict(input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds,
+                              position_ids=position_ids, output_hidden_states=True, return_dict=True, **kwargs)
+        if token_type_ids is not None:
+            encoder_kwargs["token_type_ids"] = token_type_ids
+        with grad_context(self.config.freeze_encoder):
+            hidden_states = self.encoder(**encoder_kwargs).hidden_states
+        layers = [hidden_states[k] for k in self.layers]
+        if len(layers) == 1:
+            return layers[0]
+        if self.config.layer_combination == "concat":
+            return torch.cat(layers, dim=-1)
+        if self.config.layer_combination == "mean":
+            return torch.stack(layers, dim=0).mean(dim=0)
+        return self.scalar_mix(layers)
+
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.dropout(features))
+
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
+                inputs_embeds=None, labels=None, return_dict=None, **kwargs) -> TokenClassifierOutput:
+        r"""
+        labels (`torch.LongTensor` of shape `(batch_size, sequence_length)`, *optional*):
+            Label ids in `[0, num_labels)`; -100 marks positions the loss ignores (special tokens, later sub-tokens).
+        """
+        kwargs.pop("output_hidden_states", None)
+        kwargs.pop("output_attentions", None)
+        logits = self.forward_head(
+            self.forward_features(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
+                                  position_ids=position_ids, inputs_embeds=inputs_embeds, **kwargs)
+        )
+        loss = None
+        if labels is not None:
+            self._check_labels(labels, logits)
+            loss = nn.functional.cross_entropy(
+                logits.view(-1, self.config.num_labels).float(), labels.to(logits.device).view(-1), ignore_index=-100
+            )
+        if return_dict is False:
+            return (loss, logits) if loss is not None else (logits,)
+        return TokenClassifierOutput(loss=loss, logits=logits)
+
+    def _check_labels(self, labels: torch.Tensor, logits: torch.Tensor):
+        if labels.dtype.is_floating_point or labels.dtype == torch.bool:
+            raise ValueError(
+                f"Token-classification labels must be integer class ids (torch.long), got {labels.dtype}: map label "
+                "names through config.label2id and use -100 for ignored positions."
+            )
+        if tuple(labels.shape) != tuple(logits.shape[:2]):
+            raise ValueError(
+                f"labels have shape {tuple(labels.shape)} but the input is {tuple(logits.shape[:2])} "
+                "(batch, sequence): give one label id per token, -100 on padding and ignored tokens."
+            )
+        valid = labels[labels != -100]
+        if valid.numel() and (int(valid.min()) < 0 or int(valid.max()) >= self.config.num_labels):
+            raise ValueError(
+                f"labels hold ids outside [0, {self.config.num_labels}) (found {int(valid.min())}..{int(valid.max())}): "
+                f"the model knows {self.config.num_labels} labels {list(self.config.id2label.values())[:10]}; "
+                "use -100 for positions to ignore."
+            )
+
+
+__all__ = ["HiddenLayerTokenClassifier", "HiddenLayerTokenClassifierPreTrainedModel"]

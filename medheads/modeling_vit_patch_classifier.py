@@ -1,0 +1,174 @@
+"""`ViTPatchClassifier`: image classification with a head that reads all tokens of a ViT-family backbone.
+
+`forward_features` returns the backbone's normalised tokens the head reads (CLS followed by every patch token; extra
+prefix tokens such as DeiT's distillation token are sliced off by count, never assumed), and `forward_head` maps them
+to logits, so features of a frozen backbone can be cached. Resolutions other than the backbone's work by
+interpolating position embeddings. This file imports torch, transformers and medheads' own modules only, so it works
+as Hub remote code.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from transformers import PreTrainedModel
+from transformers.modeling_outputs import ImageClassifierOutput
+
+from .configuration_vit_patch_classifier import ViTPatchClassifierConfig
+from .modeling_common import build_encoder, copy_encoder_weights, freeze, grad_context, load_pretrained_encoder, \
+    split_load_kwargs
+
+
+class PatchHead(nn.Module):
+    """The seed's model2: linear over the token axis (tokens -> projection), ReLU, flatten, linear to labels."""
+
+    def __init__(self, num_tokens: int, hidden_size: int, projection_size: int, num_labels: int, dropout: float):
+        super().__init__()
+        self.num_tokens = num_tokens
+        self.token_projection = nn.Linear(num_tokens, projection_size)
+        self.activation = nn.ReLU()
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(hidden_size * projection_size, num_labels)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:  # [batch, tokens, hidden]
+        projected = self.activation(self.token_projection(tokens.transpose(1, 2)))  # [batch, hidden, projection]
+        return self.classifier(self.dropout(projected.flatten(1)))
+
+
+class ViTPatchClassifierPreTrainedModel(PreTrainedModel):
+    config_class = ViTPatchClassifierConfig
+    base_model_prefix = "backbone"
+    main_input_name = "pixel_values"
+    input_modalities = ("image",)
+    supports_gradient_checkpointing = True
+    _supports_sdpa = True
+    _supports_flash_attn = True
+    _supports_flex_attn = True
+    _supports_attention_backend = True
+    _no_split_modules = []
+
+    def _init_weights(self, module):
+        if isinstance(module, nn.Linear) and getattr(module, "_is_medheads_head", False):
+            nn.init.trunc_normal_(module.weight, std=getattr(self.config.backbone_config, "initializer_range", 0.02))
+            nn.init.zeros_(module.bias)
+
+
+class ViTPatchClassifier(ViTPatchClassifierPreTrainedModel):
+    """ViT-family backbone + a `cls`, `cls_mean` or `patch` head; frozen backbone by default."""
+
+    def __init__(self, config: ViTPatchClassifierConfig):
+        super().__init__(config)
+        self.backbone = build_encoder(config.backbone_config)
+        self._no_split_modules = list(getattr(self.backbone, "_no_split_modules", None) or [])
+        hidden_size = config.backbone_config.hidden_size
+        if config.head == "patch":
+            self.head = PatchHead(config.num_head_tokens, hidden_size, config.patch_projection_size,
+                                  config.num_labels, config.head_dropout)
+            linears = [self.head.token_projection, self.head.classifier]
+        else:
+            width = hidden_size * (2 if config.head == "cls_mean" else 1)
+            self.head = nn.Sequential(nn.Dropout(config.head_dropout), nn.Linear(width, config.num_labels))
+            linears = [self.head[1]]
+        for layer in linears:
+            layer._is_medheads_head = True
+        self.post_init()
+        if config.freeze_backbone:
+            freeze(self.backbone)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.config.freeze_backbone:
+            self.backbone.eval()
+        return self
+
+    @classmethod
+    def from_backbone(cls, backbone_name_or_path, head="patch", **config_kwargs) -> "ViTPatchClassifier":
+        """Build the model around a pretrained ViT-family backbone (folder or Hub id), loading its weights.
+
+        `config_kwargs` go to [`ViTPatchClassifierConfig`] (`id2label`, `image_size`, `freeze_backbone`, ...);
+        `dtype`, `revision`, `token` and `attn_implementation` go to the backbone's loading.
+        """
+        backbone = load_pretrained_encoder(backbone_name_or_path, role="backbone", **split_load_kwargs(config_kwargs))
+        model = cls(ViTPatchClassifierConfig(backbone_config=backbone.config, head=head, **config_kwargs))
+        copy_encoder_weights(model.backbone, backbone, backbone_name_or_path)
+        model.config.name_or_path = str(backbone_name_or_path)
+        return model.to(backbone.dtype)
+
+    # -- features ---------------------------------------------------------------------------------------------------
+    def _check_pixels(self, pixel_values: torch.Tensor):
+        if pixel_values is None or pixel_values.dim() != 4:
+            shape = None if pixel_values is None else tuple(pixel_values.shape)
+            raise ValueError(f"pixel_values must be [batch, channels, height, width], got {shape}.")
+        channels = self.config.backbone_config.num_channels
+        height, width = pixel_values.shape[-2:]
+        if pixel_values.shape[1] != channels:
+            raise ValueError(
+                f"pixel_values have {pixel_values.shape[1]} channels but the backbone expects {channels}: convert "
+                "images with the model's image processor (do_convert_rgb=True turns grayscale X-rays into RGB)."
+            )
+        size = self.config.image_size
+        if self.config.head == "patch" and (height, width) != (size, size):
+            raise ValueError(
+                f"The 'patch' head was built for {size}x{size} images ({self.config.num_head_tokens} tokens) and "
+                f"cannot read {height}x{width}: resize to {size}x{size} (the saved image processor does), or build "
+                f"a model with image_size={height} if that is the resolution you want."
+            )
+        patch = self.config.patch_size
+        if height % patch or width % patch:
+            raise ValueError(f"Image size {height}x{width} is not a multiple of the patch size {patch}.")
+
+    def forward_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """The tokens the head reads, `[batch, 1 + num_patches, hidden]`: CLS, then every patch token."""
+        self._check_pixels(pixel_values)
+        pixel_values = pixel_values.to(self.backbone.dtype)
+        interpolate = tuple(pixel_values.shape[-2:]) != (self.config.backbone_size,) * 2
+        with grad_context(self.config.freeze_backbone):
+            tokens = self.backbone(pixel_values=pixel_values, interpolate_pos_encoding=interpolate).last_hidden_state
+        patch = self.config.patch_size
+        num_patches = (pixel_values.shape[-2] // patch) * (pixel_values.shape[-1] // patch)
+        num_prefix = tokens.shape[1] - num_patches  # 1 for ViT, 2 for DeiT (CLS + distillation), more with registers
+        if num_prefix < 1:
+            raise ValueError(f"The backbone returned {tokens.shape[1]} tokens for {num_patches} patches: no CLS token.")
+        return torch.cat([tokens[:, :1], tokens[:, num_prefix:]], dim=1)
+
+    def forward_head(self, token_features: torch.Tensor) -> torch.Tensor:
+        if self.config.head == "cls":
+            return self.head(token_features[:, 0])
+        if self.config.head == "cls_mean":
+            return self.head(torch.cat([token_features[:, 0], token_features[:, 1:].mean(dim=1)], dim=-1))
+        if token_features.shape[1] != self.head.num_tokens:
+            raise ValueError(
+                f"The 'patch' head reads {self.head.num_tokens} tokens (image_size {self.config.image_size}) but got "
+                f"{token_features.shape[1]}: features were computed at another resolution."
+            )
+        return self.head(token_features)
+
+    def forward(self, pixel_values=None, labels=None, token_features=None, return_dict=None,
+                **kwargs) -> ImageClassifierOutput:
+        r"""
+        token_features (`torch.FloatTensor` of shape `(batch_size, 1 + num_patches, hidden_size)`, *optional*):
+            Precomputed `forward_features` output, used in place of `pixel_values` (cached-feature training).
+        labels (`torch.LongTensor` of shape `(batch_size,)`, *optional*): class ids.
+        """
+        if token_features is None:
+            if pixel_values is None:
+                raise ValueError("Pass `pixel_values` (from the image processor) or `token_features`.")
+            token_features = self.forward_features(pixel_values)
+        logits = self.forward_head(token_features.to(self.dtype))
+        loss = None
+        if labels is not None:
+            labels = labels.to(logits.device)
+            if labels.dtype.is_floating_point or labels.dtype == torch.bool or labels.dim() != 1:
+                raise ValueError(
+                    f"Image labels must be integer class ids of shape (batch,), got {labels.dtype} "
+                    f"{tuple(labels.shape)}."
+                )
+            if int(labels.min()) < 0 or int(labels.max()) >= self.config.num_labels:
+                raise ValueError(f"labels hold class ids outside [0, {self.config.num_labels}).")
+            loss = nn.functional.cross_entropy(logits.float(), labels)
+        if return_dict is False:
+            return (loss, logits) if loss is not None else (logits,)
+        return ImageClassifierOutput(loss=loss, logits=logits)
+
+
+__all__ = ["ViTPatchClassifier", "ViTPatchClassifierPreTrainedModel", "PatchHead"]
