@@ -22,9 +22,13 @@ def split_load_kwargs(kwargs: dict) -> dict:
 
 
 def truncated_encoder_config(encoder_config, depth: int):
-    """A copy of `encoder_config` with only `depth` layers, whose `hidden_states[k]` match the full encoder's."""
+    """A copy of `encoder_config` with only `depth` layers, whose `hidden_states[k]` match the full encoder's.
+
+    At least one layer is kept: an encoder with none reports no hidden states at all.
+    """
     config = copy.deepcopy(encoder_config)
     full_depth = int(config.num_hidden_layers)
+    depth = max(1, min(depth, full_depth))
     if depth == full_depth:
         return config
     config.num_hidden_layers = depth

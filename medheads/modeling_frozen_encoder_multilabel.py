@@ -46,7 +46,7 @@ class FrozenEncoderMultiLabel(FrozenEncoderMultiLabelPreTrainedModel):
         super().__init__(config)
         n = int(config.encoder_config.num_hidden_layers)
         self.feature_index = config.feature_layer if config.feature_layer >= 0 else n + 1 + config.feature_layer
-        self.encoder = build_encoder(truncated_encoder_config(config.encoder_config, max(self.feature_index, 1)))
+        self.encoder = build_encoder(truncated_encoder_config(config.encoder_config, self.feature_index))
         self._no_split_modules = list(getattr(self.encoder, "_no_split_modules", None) or [])
         layers, width = [], config.encoder_config.hidden_size
         for size in config.head_hidden_sizes:
