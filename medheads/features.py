@@ -1,0 +1,130 @@
+"""Compute a frozen encoder's features once and keep them in a `datasets` cache on disk.
+
+With the encoder frozen, every epoch of head training would recompute the same features. `cached_features` runs
+`model.forward_features` once per example, in length-sorted dynamic batches (no padding to max length), and stores
+the result with the labels as a `datasets.Dataset` saved under a fingerprint of the encoder weights, the feature
+settings and the input data, so a second run (or a second process under `accelerate launch`) loads it instead.
+Never imported by modeling files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Callable, Sequence
+
+import datasets
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+logger = logging.getLogger("medheads")
+
+MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "pixel_values")
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("MEDHEADS_FEATURE_CACHE", Path(datasets.config.HF_DATASETS_CACHE) / "medheads_features"))
+
+
+def model_fingerprint(model: torch.nn.Module, skip_prefixes: Sequence[str] = ("head.",)) -> str:
+    """Digest of the config and of every weight that feeds the features (the head's weights are skipped)."""
+    digest = hashlib.sha256(model.config.to_json_string(use_diff=False).encode())
+    for name, tensor in sorted(model.state_dict().items()):
+        if name.startswith(tuple(skip_prefixes)):
+            continue
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def _feature_type(shape: tuple[int, ...]):
+    if len(shape) == 1:
+        return datasets.Sequence(datasets.Value("float32"), length=shape[0])
+    if len(shape) == 2:
+        return datasets.Array2D(shape=shape, dtype="float32")
+    raise ValueError(f"features of shape {shape} are not supported: expected a vector or a [tokens, hidden] matrix.")
+
+
+def _value_type(values: list):
+    sample = np.asarray(values[0])
+    if sample.ndim == 0:
+        return datasets.Value("int64" if np.issubdtype(sample.dtype, np.integer) else "float32")
+    return datasets.Sequence(datasets.Value("float32"))
+
+
+@torch.no_grad()
+def compute_features(model, dataset: datasets.Dataset, collate_fn: Callable, batch_size: int = 32,
+                     length_column: str | None = "input_ids", desc: str = "Computing features") -> np.ndarray:
+    """`model.forward_features` for every row of `dataset`, in the dataset's order, as a float32 array.
+
+    Rows are batched longest first (so memory peaks at once, not late) with similar lengths together, and each batch
+    is padded by `collate_fn` only to its own longest row.
+    """
+    n = len(dataset)
+    if n == 0:
+        raise ValueError("No examples to compute features for: the dataset is empty.")
+    inputs = dataset.select_columns([c for c in dataset.column_names if c in MODEL_INPUTS])
+    if length_column is not None:
+        lengths = np.array([len(ids) for ids in dataset[length_column]])
+        order = np.argsort(-lengths, kind="stable")
+    else:
+        order = np.arange(n)
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    result = None
+    try:
+        for start in tqdm(range(0, n, batch_size), desc=desc, unit="batch", total=-(-n // batch_size)):
+            index = order[start:start + batch_size]
+            batch = collate_fn([inputs[int(i)] for i in index])
+            batch = {k: v.to(device) for k, v in batch.items() if k in MODEL_INPUTS}
+            features = model.forward_features(**batch).float().cpu().numpy()
+            if result is None:
+                result = np.empty((n, *features.shape[1:]), dtype=np.float32)
+            result[index] = features
+    finally:
+        model.train(was_training)
+    return result
+
+
+def cached_features(model, dataset: datasets.Dataset, collate_fn: Callable, *, feature_name: str,
+                    keep_columns: Sequence[str] = ("labels",), batch_size: int = 32,
+                    length_column: str | None = "input_ids", cache_dir: str | os.PathLike | None = None,
+                    training_args=None, desc: str = "Computing features", extra_fingerprint: str = "",
+                    ) -> datasets.Dataset:
+    """A dataset of `{feature_name: forward_features(row), **keep_columns}`, computed once and cached on disk.
+
+    `training_args` (a `TrainingArguments`), when given, makes the main process compute and save first while the
+    other processes of a distributed run wait and then load the saved copy.
+    """
+    fingerprint = hashlib.sha256("|".join([
+        model_fingerprint(model), dataset._fingerprint, feature_name, ",".join(keep_columns), extra_fingerprint,
+    ]).encode()).hexdigest()[:20]
+    folder = Path(cache_dir or default_cache_dir()) / f"{feature_name}-{fingerprint}"
+    context = training_args.main_process_first(desc=desc) if training_args is not None else nullcontext()
+    with context:
+        if (folder / "dataset_info.json").exists():
+            logger.info("Loading cached features from %s", folder)
+            return datasets.load_from_disk(str(folder)).with_format("torch")
+        features = compute_features(model, dataset, collate_fn, batch_size=batch_size,
+                                    length_column=length_column, desc=desc)
+        columns = {feature_name: features}
+        schema = {feature_name: _feature_type(features.shape[1:])}
+        for column in keep_columns:
+            values = dataset[column]
+            columns[column] = values
+            schema[column] = dataset.features[column] if column in dataset.features else _value_type(values)
+        table = datasets.Dataset.from_dict(columns, features=datasets.Features(schema))
+        if training_args is None or training_args.process_index == 0:
+            tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
+            table.save_to_disk(str(tmp))
+            os.replace(tmp, folder) if not folder.exists() else None
+            logger.info("Saved features of %d examples to %s", len(table), folder)
+    return table.with_format("torch")
+
+
+__all__ = ["compute_features", "cached_features", "model_fingerprint", "default_cache_dir"]

@@ -1,0 +1,135 @@
+"""Plumbing shared by the training scripts in `scripts/`: arguments, logging, checkpoints, results.
+
+The scripts follow transformers' `examples/pytorch/*/run_*.py`: `HfArgumentParser` over dataclasses (`--help`, or one
+JSON file of arguments), every `TrainingArguments` flag, `trainer.save_metrics` writing `all_results.json`.
+Never imported by modeling files.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import transformers
+from transformers import HfArgumentParser, TrainingArguments
+from transformers.trainer_utils import get_last_checkpoint
+
+logger = logging.getLogger("medheads")
+
+
+@dataclass
+class MedheadsTrainingArguments(TrainingArguments):
+    """`TrainingArguments` with defaults that suit head training: evaluate and save every epoch, keep the best
+    checkpoint (by the script's main metric) and restore it at the end, log often, report to no tracker."""
+
+    output_dir: str | None = field(default=None, metadata={"help": "Where the model, metrics and plots are written."})
+    eval_strategy: str = field(default="epoch", metadata={"help": "When to evaluate: no, steps, epoch."})
+    save_strategy: str = field(default="epoch", metadata={"help": "When to save a checkpoint: no, steps, epoch, best."})
+    load_best_model_at_end: bool = field(default=True, metadata={"help": "Restore the best checkpoint at the end."})
+    save_total_limit: int | None = field(default=2, metadata={"help": "Checkpoints kept (the best is always kept)."})
+    logging_steps: float = field(default=10, metadata={"help": "Log the training loss every N steps."})
+    report_to: None | str | list[str] = field(default="none", metadata={"help": "Trackers: none, tensorboard, ..."})
+    overwrite_output_dir: bool = field(
+        default=False, metadata={"help": "Start afresh even if output_dir holds checkpoints (else resume from them)."}
+    )
+
+
+@dataclass
+class DataArguments:
+    """Data options common to every script."""
+
+    train_file: str | None = field(default=None, metadata={"help": "Training data file."})
+    validation_file: str | None = field(default=None, metadata={"help": "Validation data file (model selection, "
+                                                                        "threshold tuning)."})
+    test_file: str | None = field(default=None, metadata={"help": "Test data file, evaluated with --do_predict."})
+    max_train_samples: int | None = field(default=None, metadata={"help": "Keep only the first N training examples."})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Keep only the first N validation examples."})
+    max_predict_samples: int | None = field(default=None, metadata={"help": "Keep only the first N test examples."})
+
+
+def parse_args(dataclass_types: tuple, args: list[str] | None = None):
+    """Parse command-line flags, or a single `.json` file holding them, into the given dataclasses."""
+    parser = HfArgumentParser(dataclass_types)
+    args = sys.argv[1:] if args is None else list(args)
+    if len(args) == 1 and args[0].endswith(".json"):
+        path = Path(args[0])
+        if not path.is_file():
+            parser.error(f"argument file {path} does not exist")
+        try:
+            return parser.parse_json_file(json_file=str(path.resolve()))
+        except json.JSONDecodeError as error:
+            parser.error(f"{path} is not valid JSON: {error}")
+        except ValueError as error:  # unknown keys
+            parser.error(f"{path}: {error}")
+    return parser.parse_args_into_dataclasses(args=args)
+
+
+def setup_logging(training_args: TrainingArguments) -> None:
+    logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", datefmt="%H:%M:%S",
+                        handlers=[logging.StreamHandler(sys.stdout)])
+    level = training_args.get_process_log_level()
+    logger.setLevel(level)
+    transformers.utils.logging.set_verbosity(level)
+    transformers.utils.logging.enable_default_handler()
+    transformers.utils.logging.enable_explicit_format()
+
+
+def resume_checkpoint(training_args: MedheadsTrainingArguments) -> str | None:
+    """The checkpoint to resume from: `--resume_from_checkpoint`, else the last one in output_dir (if any)."""
+    if training_args.resume_from_checkpoint:
+        return training_args.resume_from_checkpoint
+    output_dir = Path(training_args.output_dir)
+    if not (training_args.do_train and output_dir.is_dir()) or training_args.overwrite_output_dir:
+        return None
+    last = get_last_checkpoint(str(output_dir))
+    if last is not None:
+        logger.info("Resuming from %s (pass --overwrite_output_dir to start afresh).", last)
+    return last
+
+
+def require_output_dir(training_args: TrainingArguments, default: str) -> None:
+    if training_args.output_dir is None:
+        training_args.output_dir = default
+
+
+def write_json(path: str | os.PathLike, payload: Any) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2, sort_keys=True, default=float) + "\n")
+    return path
+
+
+def save_split_metrics(trainer, split: str, metrics: dict) -> None:
+    """Log, and save to `<split>_results.json` and `all_results.json` (as transformers' examples do)."""
+    trainer.log_metrics(split, metrics)
+    trainer.save_metrics(split, metrics)
+
+
+def write_run_summary(output_dir: str, script: str, arguments: dict, metrics: dict, plots: list[str]) -> Path:
+    """`metrics.json`: every metric of the run, the arguments that produced it and the plots, for model cards."""
+    return write_json(Path(output_dir) / "metrics.json", {
+        "script": script,
+        "arguments": {k: v for k, v in arguments.items() if k not in ("hub_token", "token")},
+        "metrics": metrics,
+        "plots": [Path(p).name for p in plots],
+    })
+
+
+def dataclass_dict(*objects) -> dict:
+    """JSON-safe arguments of the run (TrainingArguments' own serialisation drops secrets)."""
+    merged: dict = {}
+    for obj in objects:
+        merged.update(json.loads(obj.to_json_string()) if hasattr(obj, "to_json_string") else
+                      {k: v for k, v in vars(obj).items()})
+    return json.loads(json.dumps(merged, default=str))
+
+
+__all__ = [
+    "MedheadsTrainingArguments", "DataArguments", "parse_args", "setup_logging", "resume_checkpoint",
+    "require_output_dir", "write_json", "save_split_metrics", "write_run_summary", "dataclass_dict", "logger",
+]
