@@ -1,0 +1,411 @@
+"""Evaluation metrics for medheads' three tasks, as plain ``dict[str, float]``.
+
+Every metric function returns a dict of Python floats (JSON-serialisable,
+ready for ``Trainer`` logs and result files). Per-label keys use
+:func:`metric_key` to make label names safe (``"Cardiovascular / Pulmonary"``
+-> ``f1_Cardiovascular_Pulmonary``).
+
+* NER (:func:`ner_metrics`): span-level precision, recall and F1 with seqeval,
+  plus word-level accuracy and macro F1.
+* Multi-label (:func:`multilabel_metrics`, :func:`tune_thresholds`).
+* Multi-class / binary (:func:`multiclass_metrics`,
+  :func:`classification_metrics`, which adds ROC AUC).
+
+Undefined ratios (e.g. precision of a label never predicted) count as 0, as
+sklearn's and seqeval's ``zero_division=0``; no warnings are emitted for them.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+import numpy as np
+from seqeval.metrics import classification_report as seqeval_report
+from seqeval.scheme import IOB2
+from sklearn.metrics import (
+    accuracy_score,
+    f1_score,
+    hamming_loss,
+    precision_recall_fscore_support,
+    roc_auc_score,
+)
+
+__all__ = [
+    "classification_metrics",
+    "metric_key",
+    "multiclass_metrics",
+    "multilabel_metrics",
+    "ner_classification_report",
+    "ner_error_sentences",
+    "ner_metrics",
+    "tune_thresholds",
+]
+
+DEFAULT_THRESHOLD_GRID = np.linspace(0.05, 0.95, 19)
+
+
+def metric_key(name: str) -> str:
+    """Make a label name safe for a metric key.
+
+    Every run of characters other than letters, digits and ``_`` becomes one
+    ``_``; leading and trailing ``_`` are dropped
+    (``"Consult - History and Phy."`` -> ``"Consult_History_and_Phy"``).
+    """
+    return re.sub(r"\W+", "_", str(name)).strip("_") or "_"
+
+
+def _label_keys(label_names: Sequence[str]) -> list[str]:
+    """Sanitised keys for ``label_names``; raises if two names collide."""
+    keys = [metric_key(name) for name in label_names]
+    if len(set(keys)) != len(keys):
+        seen: dict[str, str] = {}
+        for name, key in zip(label_names, keys):
+            if key in seen:
+                raise ValueError(
+                    f"label names {seen[key]!r} and {name!r} both become metric key "
+                    f"{key!r}; rename one of them"
+                )
+            seen[key] = name
+    return keys
+
+
+# --------------------------------------------------------------------------- #
+# NER
+# --------------------------------------------------------------------------- #
+
+
+def _check_sequences(
+    first: Sequence[Sequence[str]],
+    second: Sequence[Sequence[str]],
+    names: tuple[str, str] = ("gold tags", "predicted tags"),
+) -> None:
+    """Raise ``ValueError`` unless both nested sequences have the same shape."""
+    if len(first) != len(second):
+        raise ValueError(
+            f"{len(first)} sentences of {names[0]} but {len(second)} of {names[1]}"
+        )
+    for i, (a, b) in enumerate(zip(first, second)):
+        if len(a) != len(b):
+            raise ValueError(
+                f"sentence {i}: {len(a)} {names[0]} but {len(b)} {names[1]} "
+                "(was the input truncated? give one tag per word)"
+            )
+
+
+def _seqeval_kwargs(strict: bool) -> dict:
+    """seqeval arguments for strict IOB2 scoring, or none for its default (conlleval) mode."""
+    return {"mode": "strict", "scheme": IOB2} if strict else {}
+
+
+def ner_metrics(
+    true_tags: Sequence[Sequence[str]],
+    pred_tags: Sequence[Sequence[str]],
+    strict: bool = False,
+) -> dict[str, float]:
+    """Span-level and word-level NER metrics.
+
+    Spans are scored with seqeval. By default (``strict=False``) seqeval's
+    conlleval-compatible mode is used, as in the seed baseline, so the numbers
+    compare with it: a span may start with an ``I-`` tag. ``strict=True`` uses
+    seqeval's strict IOB2 mode, where such ill-formed spans count as errors.
+    The macro averages run over every entity type seen in gold or predictions.
+
+    Args:
+        true_tags: gold tags, one list per sentence (e.g. ``["B-DNA", "I-DNA", "O"]``).
+        pred_tags: predicted tags, same shape.
+        strict: score with seqeval's strict IOB2 mode.
+
+    Returns:
+        ``precision``, ``recall``, ``f1`` (micro over spans), ``macro_precision``,
+        ``macro_recall``, ``macro_f1``; per type ``precision_<T>``,
+        ``recall_<T>``, ``f1_<T>``, ``support_<T>`` (gold spans); and
+        ``word_accuracy`` (share of tokens tagged right) and ``word_macro_f1``
+        (token-level F1 averaged over the non-``O`` tags present).
+
+    Raises:
+        ValueError: the two inputs differ in sentence count or a sentence length.
+    """
+    _check_sequences(true_tags, pred_tags)
+    report = seqeval_report(
+        [list(s) for s in true_tags],
+        [list(s) for s in pred_tags],
+        output_dict=True,
+        zero_division=0,
+        **_seqeval_kwargs(strict),
+    )
+    metrics: dict[str, float] = {
+        "precision": float(report["micro avg"]["precision"]),
+        "recall": float(report["micro avg"]["recall"]),
+        "f1": float(report["micro avg"]["f1-score"]),
+        "macro_precision": float(report["macro avg"]["precision"]),
+        "macro_recall": float(report["macro avg"]["recall"]),
+        "macro_f1": float(report["macro avg"]["f1-score"]),
+    }
+    types = [name for name in report if not name.endswith(" avg")]
+    for name, key in zip(types, _label_keys(types)):
+        scores = report[name]
+        metrics[f"precision_{key}"] = float(scores["precision"])
+        metrics[f"recall_{key}"] = float(scores["recall"])
+        metrics[f"f1_{key}"] = float(scores["f1-score"])
+        metrics[f"support_{key}"] = float(scores["support"])
+
+    flat_true = [tag for sentence in true_tags for tag in sentence]
+    flat_pred = [tag for sentence in pred_tags for tag in sentence]
+    metrics["word_accuracy"] = float(accuracy_score(flat_true, flat_pred)) if flat_true else 0.0
+    entity_tags = sorted((set(flat_true) | set(flat_pred)) - {"O"})
+    metrics["word_macro_f1"] = (
+        float(f1_score(flat_true, flat_pred, labels=entity_tags, average="macro", zero_division=0))
+        if entity_tags
+        else 0.0
+    )
+    return metrics
+
+
+def ner_classification_report(
+    true_tags: Sequence[Sequence[str]],
+    pred_tags: Sequence[Sequence[str]],
+    strict: bool = False,
+) -> str:
+    """seqeval's text report (per type and averages, 4 digits), same modes as :func:`ner_metrics`."""
+    _check_sequences(true_tags, pred_tags)
+    return seqeval_report(
+        [list(s) for s in true_tags],
+        [list(s) for s in pred_tags],
+        digits=4,
+        zero_division=0,
+        **_seqeval_kwargs(strict),
+    )
+
+
+def ner_error_sentences(
+    tokens: Sequence[Sequence[str]],
+    true_tags: Sequence[Sequence[str]],
+    pred_tags: Sequence[Sequence[str]],
+) -> str:
+    """Show every sentence with at least one wrong tag, as aligned columns.
+
+    Each such sentence is a ``# sentence <i>: <wrong>/<n> tags wrong`` line, a
+    ``TOKEN GOLD PRED`` header, and one row per token; wrong rows start with
+    ``*``. Sentences are separated by a blank line.
+
+    Returns:
+        The text, or ``""`` when every tag is right.
+    """
+    _check_sequences(true_tags, pred_tags)
+    _check_sequences(tokens, true_tags, names=("tokens", "gold tags"))
+    blocks = []
+    for i, (words, gold, pred) in enumerate(zip(tokens, true_tags, pred_tags)):
+        wrong = [g != p for g, p in zip(gold, pred)]
+        if not any(wrong):
+            continue
+        rows = [("TOKEN", "GOLD", "PRED"), *zip(words, gold, pred)]
+        widths = [max(len(row[col]) for row in rows) for col in range(2)]
+        lines = [f"# sentence {i}: {sum(wrong)}/{len(gold)} tags wrong"]
+        for row, is_wrong in zip(rows, [False, *wrong]):
+            marker = "*" if is_wrong else " "
+            lines.append(
+                f"{marker} {row[0].ljust(widths[0])}  {row[1].ljust(widths[1])}  {row[2]}".rstrip()
+            )
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks)
+
+
+# --------------------------------------------------------------------------- #
+# Multi-label
+# --------------------------------------------------------------------------- #
+
+
+def _check_matrix(y_true: np.ndarray, y_prob: np.ndarray, label_names: Sequence[str]) -> None:
+    if y_true.ndim != 2 or y_true.shape != y_prob.shape:
+        raise ValueError(
+            f"y_true {y_true.shape} and y_prob {y_prob.shape} must both be [N, L]"
+        )
+    if len(label_names) != y_true.shape[1]:
+        raise ValueError(f"{len(label_names)} label names for {y_true.shape[1]} label columns")
+
+
+def multilabel_metrics(
+    y_true: np.ndarray,
+    y_prob: np.ndarray,
+    thresholds: float | np.ndarray = 0.5,
+    label_names: Sequence[str] | None = None,
+) -> dict[str, float]:
+    """Metrics for multi-label predictions.
+
+    A label is predicted when its probability is ``>=`` its threshold.
+
+    Args:
+        y_true: ``[N, L]`` 0/1 gold labels.
+        y_prob: ``[N, L]`` probabilities (e.g. sigmoid outputs).
+        thresholds: one threshold for all labels, or ``[L]`` per-label
+            thresholds (see :func:`tune_thresholds`).
+        label_names: ``L`` names for the per-label keys (default ``label_<j>``).
+
+    Returns:
+        ``micro_f1``, ``micro_precision``, ``micro_recall``, ``macro_f1`` (mean
+        over all L labels), ``samples_f1`` (mean per-row F1; a row with no gold
+        and no predicted label scores 0, as in sklearn), ``subset_accuracy``
+        (exact-match rows), ``hamming_loss``; per label ``f1_<name>``,
+        ``precision_<name>``, ``recall_<name>``, ``support_<name>``; and
+        ``micro_roc_auc`` / ``macro_roc_auc`` where defined (macro over labels
+        that have both classes in ``y_true``; keys omitted otherwise).
+    """
+    y_true = np.asarray(y_true).astype(int)
+    y_prob = np.asarray(y_prob, dtype=float)
+    if label_names is None:
+        label_names = [f"label_{j}" for j in range(y_true.shape[1] if y_true.ndim == 2 else 0)]
+    _check_matrix(y_true, y_prob, label_names)
+    y_pred = (y_prob >= np.asarray(thresholds, dtype=float)).astype(int)
+
+    metrics: dict[str, float] = {}
+    for average in ("micro", "macro"):
+        precision, recall, f1, _ = precision_recall_fscore_support(
+            y_true, y_pred, average=average, zero_division=0
+        )
+        metrics[f"{average}_f1"] = float(f1)
+        if average == "micro":
+            metrics["micro_precision"] = float(precision)
+            metrics["micro_recall"] = float(recall)
+    metrics["samples_f1"] = float(f1_score(y_true, y_pred, average="samples", zero_division=0))
+    metrics["subset_accuracy"] = float(accuracy_score(y_true, y_pred))
+    metrics["hamming_loss"] = float(hamming_loss(y_true, y_pred))
+
+    precision, recall, f1, support = precision_recall_fscore_support(
+        y_true, y_pred, average=None, zero_division=0
+    )
+    for j, key in enumerate(_label_keys(label_names)):
+        metrics[f"f1_{key}"] = float(f1[j])
+        metrics[f"precision_{key}"] = float(precision[j])
+        metrics[f"recall_{key}"] = float(recall[j])
+        metrics[f"support_{key}"] = float(support[j])
+
+    flat = y_true.ravel()
+    if 0 < flat.sum() < flat.size:
+        metrics["micro_roc_auc"] = float(roc_auc_score(flat, y_prob.ravel()))
+    positives = y_true.sum(axis=0)
+    defined = np.flatnonzero((positives > 0) & (positives < len(y_true)))
+    if defined.size:
+        metrics["macro_roc_auc"] = float(
+            np.mean([roc_auc_score(y_true[:, j], y_prob[:, j]) for j in defined])
+        )
+    return metrics
+
+
+def tune_thresholds(
+    y_true: np.ndarray,
+    y_prob: np.ndarray,
+    grid: Sequence[float] | np.ndarray = DEFAULT_THRESHOLD_GRID,
+) -> np.ndarray:
+    """Per-label thresholds that maximise each label's F1 on the given split.
+
+    For each label, every threshold in ``grid`` is tried (predict when
+    ``prob >= threshold``). Among thresholds with the best F1 the one closest
+    to 0.5 wins (the lower one if two are equally close). Labels without a
+    positive example get 0.5. Tune on a validation split, not the test split.
+
+    Args:
+        y_true: ``[N, L]`` 0/1 gold labels.
+        y_prob: ``[N, L]`` probabilities.
+        grid: candidate thresholds (default 0.05, 0.10, ..., 0.95).
+
+    Returns:
+        ``[L]`` float array of thresholds.
+    """
+    y_true = np.asarray(y_true).astype(bool)
+    y_prob = np.asarray(y_prob, dtype=float)
+    if y_true.ndim != 2 or y_true.shape != y_prob.shape:
+        raise ValueError(f"y_true {y_true.shape} and y_prob {y_prob.shape} must both be [N, L]")
+    grid = np.sort(np.asarray(grid, dtype=float))
+    if grid.size == 0:
+        raise ValueError("grid must hold at least one threshold")
+
+    f1 = np.empty((grid.size, y_true.shape[1]))
+    for g, threshold in enumerate(grid):
+        pred = y_prob >= threshold
+        tp = (pred & y_true).sum(axis=0)
+        fp = (pred & ~y_true).sum(axis=0)
+        fn = (~pred & y_true).sum(axis=0)
+        denominator = 2 * tp + fp + fn
+        f1[g] = np.divide(2 * tp, denominator, out=np.zeros(len(tp)), where=denominator > 0)
+
+    is_best = f1 >= f1.max(axis=0, keepdims=True) - 1e-12
+    # Rounding makes e.g. 0.45 and 0.55 of a linspace grid equally close despite float noise;
+    # argmin then takes the first of equal distances, i.e. the lower threshold (grid is sorted).
+    distance = np.where(is_best, np.round(np.abs(grid - 0.5), 9)[:, None], np.inf)
+    thresholds = grid[np.argmin(distance, axis=0)]
+    thresholds[~y_true.any(axis=0)] = 0.5
+    return thresholds
+
+
+# --------------------------------------------------------------------------- #
+# Multi-class and binary
+# --------------------------------------------------------------------------- #
+
+
+def multiclass_metrics(
+    y_true: np.ndarray, y_prob: np.ndarray, label_names: Sequence[str]
+) -> dict[str, float]:
+    """Metrics for single-label classification; the prediction is the argmax of ``y_prob``.
+
+    Args:
+        y_true: ``[N]`` class ids in ``[0, C)``.
+        y_prob: ``[N, C]`` class scores (probabilities or logits).
+        label_names: ``C`` class names for the per-class keys.
+
+    Returns:
+        ``accuracy``, ``macro_f1``, ``macro_precision``, ``macro_recall``,
+        ``weighted_f1``, ``weighted_precision``, ``weighted_recall``; per class
+        ``f1_<name>``, ``precision_<name>``, ``recall_<name>``,
+        ``support_<name>``. Averages run over all C classes.
+    """
+    y_true = np.asarray(y_true).astype(int).ravel()
+    y_prob = np.asarray(y_prob, dtype=float)
+    if y_prob.ndim != 2 or len(y_prob) != len(y_true):
+        raise ValueError(f"y_prob {y_prob.shape} must be [N, C] with N = len(y_true) = {len(y_true)}")
+    if len(label_names) != y_prob.shape[1]:
+        raise ValueError(f"{len(label_names)} label names for {y_prob.shape[1]} classes")
+    labels = np.arange(y_prob.shape[1])
+    y_pred = y_prob.argmax(axis=1)
+
+    metrics: dict[str, float] = {"accuracy": float(accuracy_score(y_true, y_pred))}
+    for average in ("macro", "weighted"):
+        precision, recall, f1, _ = precision_recall_fscore_support(
+            y_true, y_pred, labels=labels, average=average, zero_division=0
+        )
+        metrics[f"{average}_f1"] = float(f1)
+        metrics[f"{average}_precision"] = float(precision)
+        metrics[f"{average}_recall"] = float(recall)
+    precision, recall, f1, support = precision_recall_fscore_support(
+        y_true, y_pred, labels=labels, average=None, zero_division=0
+    )
+    for c, key in enumerate(_label_keys(label_names)):
+        metrics[f"f1_{key}"] = float(f1[c])
+        metrics[f"precision_{key}"] = float(precision[c])
+        metrics[f"recall_{key}"] = float(recall[c])
+        metrics[f"support_{key}"] = float(support[c])
+    return metrics
+
+
+def classification_metrics(
+    y_true: np.ndarray, y_prob: np.ndarray, label_names: Sequence[str]
+) -> dict[str, float]:
+    """:func:`multiclass_metrics` plus ``roc_auc``.
+
+    With two classes ``roc_auc`` is the AUC of ``y_prob[:, 1]`` for class 1.
+    With more, it is the one-vs-rest macro average over classes that have
+    both positives and negatives in ``y_true`` (scores need not sum to 1).
+    The key is omitted when no class has both.
+    """
+    metrics = multiclass_metrics(y_true, y_prob, label_names)
+    y_true = np.asarray(y_true).astype(int).ravel()
+    y_prob = np.asarray(y_prob, dtype=float)
+    classes = [1] if y_prob.shape[1] == 2 else range(y_prob.shape[1])
+    aucs = [
+        roc_auc_score(y_true == c, y_prob[:, c])
+        for c in classes
+        if 0 < np.sum(y_true == c) < len(y_true)
+    ]
+    if aucs:
+        metrics["roc_auc"] = float(np.mean(aucs))
+    return metrics
