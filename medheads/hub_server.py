@@ -33,19 +33,24 @@ HEAD/GET of an *existing* file; ``main`` is resolved by git there. Any other
 request falls through to olah's upstream logic, which in offline mode resolves
 a branch name only from its own upstream-response cache (``repos-path``),
 never from the mirror. That cache is empty, so olah answers
-``error_repo_not_found()``: **401 + X-Error-Code: RepoNotFound**. Two requests
-reach that path:
+``error_repo_not_found()``: **401 + X-Error-Code: RepoNotFound**, where the
+real Hub says 404 EntryNotFound. huggingface_hub turns that into
+``RepositoryNotFoundError``, which loaders treat as fatal, unlike the
+``RemoteEntryNotFoundError`` of a 404. In practice:
 
 * ``GET /api/models/<org>/<name>/tree/main/additional_chat_templates`` -
-  ``transformers.utils.hub.list_repo_templates`` (called by every
-  ``PreTrainedTokenizerBase.from_pretrained`` for a repo id) lists that folder
-  with ``HfApi.list_repo_tree``; the real Hub answers 404 EntryNotFound, which
-  it swallows, but it re-raises ``RepositoryNotFoundError`` (the 401). So
-  ``AutoTokenizer``/``pipeline`` by repo id at a branch fail.
+  ``transformers.utils.hub.list_repo_templates``, called by every
+  ``PreTrainedTokenizerBase.from_pretrained`` for a repo id, lists that folder
+  with ``HfApi.list_repo_tree``. It swallows the Hub's 404 but re-raises
+  ``RepositoryNotFoundError``, so ``AutoTokenizer``/``pipeline`` by repo id at
+  a branch fail: this is the request in DESIGN.md's note.
+* ``HEAD /<org>/<name>/resolve/main/<missing file>`` - the same 401 for any
+  optional file a loader probes (generation_config.json, processor_config.json,
+  ...).
 * ``GET /api/models/<org>/<name>`` (no revision) - ``HfApi.repo_info`` from
-  ``transformers.utils.hub.resolve_revision`` when no revision is given. That
-  one fails open (transformers keeps ``revision=None``), so models still load;
-  the log just shows 401s.
+  ``transformers.utils.hub.resolve_revision`` when no revision is given; here
+  olah's offline newest-commit lookup also reads only its cache. transformers
+  fails open (keeps ``revision=None``), so this one only shows up in the log.
 
 The clean way round is to **pin ``revision=<full commit sha>``**, the sha
 ``local_hub`` returns (and ``scripts/publish.py`` prints). For a full sha
@@ -54,11 +59,16 @@ olah needs no branch resolution: ``get_commit_hf`` returns the sha as is,
 404 EntryNotFound exactly as on the real Hub, so the stock loaders need no
 extra kwargs and olah no patches. It is also what remote code should use
 anyway: ``trust_remote_code=True`` with a pinned revision runs the code you
-reviewed, not whatever ``main`` points at later. For an unpinned load,
+reviewed, not whatever ``main`` points at later. ``revision="main"`` does
+not help: transformers resolves it once, but its ``ResolvedRevision`` keeps
+the branch name in the URLs it builds. For an unpinned load,
 ``snapshot_download("org/name")`` works (it resolves ``main`` through
 ``/revision/main``, which the mirror answers, then fetches by sha) and
-loading from the folder it returns works; tests/test_hub_server.py proves
-both paths and records the 401-vs-404 behaviour so an olah fix is noticed.
+loading from the folder it returns works; that is DESIGN.md's "download,
+then load from the cache", kept for unpinned use, but it exercises local
+folder loading rather than the by-repo-id loaders, hence the pinning.
+tests/test_hub_server.py proves both paths and records the 401-vs-404
+behaviour so an olah fix is noticed.
 Rejected: seeding olah's private cache format with branch records (couples
 the tests to olah internals), or patching olah (no longer the stock server).
 """

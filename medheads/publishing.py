@@ -541,7 +541,7 @@ def push_staged(staged: StagedRepo | str | os.PathLike, repo_id: str, *, token: 
     message = commit_message or f"Upload {repo_id.split('/')[-1]} with medheads"
     try:
         api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
-        if revision and revision != "main" and not create_pr:
+        if revision and revision != "main":  # upload_folder needs the branch to exist (also for a PR onto it)
             api.create_branch(repo_id, branch=revision, repo_type="model", exist_ok=True)
         return api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type="model", revision=revision,
                                  create_pr=create_pr, commit_message=message)

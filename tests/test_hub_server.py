@@ -66,7 +66,7 @@ CLIENT = textwrap.dedent(
     repo, sha1, sha2 = sys.argv[1:4]
     texts = json.loads(sys.argv[4])
     import torch
-    from huggingface_hub import HfApi, snapshot_download
+    from huggingface_hub import HfApi, hf_hub_download, snapshot_download
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
 
     def logits(model_id, **kw):
@@ -88,6 +88,14 @@ CLIENT = textwrap.dedent(
             r = getattr(e, "response", None)
             return [type(e).__name__, getattr(r, "status_code", None)]
 
+    def file_status(revision):
+        # An optional file the repo lacks, as loaders probe for (e.g. generation_config.json).
+        try:
+            hf_hub_download(repo, "generation_config.json", revision=revision)
+            return "ok"
+        except Exception as e:
+            return [type(e).__name__, getattr(getattr(e, "response", None), "status_code", None)]
+
     out = {"hf_home": os.environ["HF_HOME"]}
     # Unpinned: snapshot_download resolves main, then everything loads from the folder it returns.
     snap = snapshot_download(repo)
@@ -105,6 +113,8 @@ CLIENT = textwrap.dedent(
     out["snapshot_sha1"] = os.path.basename(snapshot_download(repo, revision=sha1))
     out["tree_status_main"] = tree_status("main")
     out["tree_status_sha"] = tree_status(sha1)
+    out["missing_file_main"] = file_status("main")
+    out["missing_file_sha"] = file_status(sha1)
     print("@@RESULT@@" + json.dumps(out))
     '''
 )
@@ -162,7 +172,9 @@ def test_local_hub_serves_model_tokenizer_and_pins_revisions(tmp_path):
     # repo lacks at a *branch* is a 401 RepoNotFound; at a full sha it is a 404 like the real Hub.
     # If the first assertion starts failing, olah was fixed and unpinned tokenizer loads work too.
     assert res["tree_status_main"] == ["RepositoryNotFoundError", 401]
-    assert res["tree_status_sha"][1] == 404
+    assert res["tree_status_sha"] == ["RemoteEntryNotFoundError", 404]
+    assert res["missing_file_main"] == ["RepositoryNotFoundError", 401]
+    assert res["missing_file_sha"] == ["RemoteEntryNotFoundError", 404]
 
 
 def _port_refuses(endpoint: str) -> bool:

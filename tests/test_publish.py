@@ -199,6 +199,44 @@ def test_push_fails_cleanly_when_hub_unreachable(text_model_dir, tmp_path):
     assert {"config.json", "model.safetensors", "README.md"} <= set(os.listdir(stage))
 
 
+def test_push_calls_and_pinned_usage_line(text_model_dir, tmp_path, monkeypatch, capsys):
+    """The success path against a recording stand-in for HfApi (olah is read-only, so it cannot take a push)."""
+    import huggingface_hub
+    from types import SimpleNamespace
+
+    calls = []
+
+    class FakeApi:
+        def __init__(self, endpoint=None, token=None):
+            calls.append(("init", endpoint, token))
+            self.endpoint = endpoint or "https://hub.example"
+
+        def create_repo(self, repo_id, **kw):
+            calls.append(("create_repo", repo_id, kw))
+
+        def create_branch(self, repo_id, branch, **kw):
+            calls.append(("create_branch", repo_id, branch))
+
+        def upload_folder(self, folder_path, repo_id, **kw):
+            calls.append(("upload_folder", sorted(os.listdir(folder_path)), repo_id, kw))
+            return SimpleNamespace(oid="c" * 40, commit_url="https://hub.example/commit", pr_url=None)
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    rc = main(["--model_dir", str(text_model_dir), "--repo_id", "medheads-test/text", "--token", "hf_x",
+               "--private", "--revision", "v1", "--commit_message", "first", "--staging_dir", str(tmp_path / "s")])
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert calls[0] == ("init", None, "hf_x")
+    assert calls[1] == ("create_repo", "medheads-test/text", {"repo_type": "model", "private": True, "exist_ok": True})
+    assert calls[2] == ("create_branch", "medheads-test/text", "v1")
+    _, uploaded, repo_id, kw = calls[3]
+    assert uploaded == sorted(os.listdir(tmp_path / "s")) and "optimizer.pt" not in uploaded
+    assert kw == {"repo_type": "model", "revision": "v1", "create_pr": False, "commit_message": "first"}
+    assert f"Pushed commit {'c' * 40} to medheads-test/text" in out
+    assert (f'pipeline("text-classification", model="medheads-test/text", revision="{"c" * 40}", '
+            "trust_remote_code=True)") in out
+
+
 # ----------------------------------------------------------------------------------------- model card
 
 
