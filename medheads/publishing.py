@@ -198,6 +198,13 @@ def validate_model_dir(model_dir: str | os.PathLike) -> dict:
     if foreign:
         problems.append(f"auto_map points at code in other repositories ({', '.join(foreign)}); medheads repos "
                         "must carry their own code")
+    bad_modules = [m for m in modules if not re.fullmatch(r"\w+(\.\w+)*", m)]
+    bad_modules += [n for n in (code_files(model_dir) if auto_map and not bad_modules else [])
+                    if not re.fullmatch(r"\w+(/\w+)*\.py", n)]
+    if bad_modules:
+        problems.append(f"auto_map (or a relative import) names modules that are not plain module names: "
+                        f"{', '.join(bad_modules)}")
+        auto_map = {}
     missing_code = [name for name in code_files(model_dir) if not (model_dir / name).is_file()] if auto_map else []
     if missing_code:
         problems.append(f"code files named by auto_map (or imported by them) are missing: {', '.join(missing_code)}")
@@ -417,7 +424,7 @@ class StagedRepo:
     folder: Path
     files: dict[str, int]  # relative path -> size in bytes
     scrubbed: list[tuple[str, str, str]]  # (file:json_path, old, new)
-    skipped: list[str]  # files in model_dir that were NOT staged
+    skipped: list[str]  # top-level entries of model_dir that were NOT staged (folders end with /)
     config: dict
 
     @property

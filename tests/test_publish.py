@@ -179,6 +179,14 @@ def test_broken_medheads_folders_are_refused(text_model_dir, tmp_path):
     message = str(err.value)  # every problem in one message
     assert "modeling_common.py" in message and "tokenizer" in message
 
+    escaping = tmp_path / "escaping"  # auto_map must not make staging copy files from outside the folder
+    shutil.copytree(text_model_dir, escaping)
+    config = json.loads((escaping / "config.json").read_text())
+    config["auto_map"]["AutoConfig"] = "../../outside.Config"
+    (escaping / "config.json").write_text(json.dumps(config))
+    with pytest.raises(PublishError, match=r"not plain module names: \.\./\.\./outside"):
+        stage_model(escaping, "org/name")
+
 
 def test_push_fails_cleanly_when_hub_unreachable(text_model_dir, tmp_path):
     with socket.socket() as s:  # a loopback port nobody listens on
