@@ -345,8 +345,16 @@ def build_model_card(model_dir: str | os.PathLike, repo_id: str, revision: str |
     ready pipeline snippet, pinned to ``revision`` when given).
 
     A ``.png`` the rendered card references (``![..](x.png)`` or ``src="x.png"``) is staged with it.
+
+    When ``metrics.json`` is a training script's run summary, :func:`medheads.cards.card_context` supplies the
+    card data (datasets, license, model-index, widget, ...) and the further variables of the model templates;
+    a run summary lacking what the card needs raises :class:`medheads.cards.CardError`. Without one (a model
+    saved by hand), a template marked as needing it (``medheads.cards.REQUIRES_RUN_SUMMARY``) is replaced by
+    the generic card, with a warning.
     """
     from huggingface_hub import ModelCard, ModelCardData
+
+    from . import cards
 
     model_dir = Path(model_dir)
     config = _read_json(model_dir / CONFIG_NAME)
@@ -371,6 +379,15 @@ def build_model_card(model_dir: str | os.PathLike, repo_id: str, revision: str |
         metrics=_load_metrics(model_dir), plots=_png_files(model_dir),
         usage=_usage(repo_id, pipeline_tag or "<task>", revision),
     )
+    if cards.has_run_summary(model_dir):
+        card_data, extra = cards.card_context(model_dir, repo_id, revision=revision, config=config)
+        variables.update(extra)
+    elif template is not None and cards.template_requires_run_summary(template):
+        cards.logger.warning(
+            "%s has no run summary (metrics.json written by a medheads training script), so the model card is the "
+            "generic one: no training data, results or plots. Re-run the training script with --do_eval to get "
+            "the full card.", model_dir)
+        template = card_template_path("generic", templates_dir)
     if template is not None:
         return ModelCard.from_template(card_data, template_path=str(template), **variables)
     return ModelCard.from_template(card_data, template_str=_GENERIC_TEMPLATE, **variables)
