@@ -131,6 +131,9 @@ class ImageDataArguments(DataArguments):
     train_val_split: float = field(default=0.15, metadata={"help": (
         "Fraction of the training data held out (stratified) for validation when no validation split is given; 0 "
         "trains without evaluation.")})
+    hold_out_validation: bool = field(default=False, metadata={"help": (
+        "Take the validation data (model selection) from the training data with --train_val_split even when the "
+        "data has a validation split, so that split stays untouched for a final --do_predict (--test_split val).")})
     balance: Literal["none", "sampler", "loss"] = field(default="none", metadata={"help": (
         "none; sampler: class-balanced batches (WeightedRandomSampler); loss: class-weighted cross-entropy.")})
     augment: bool = field(default=False, metadata={"help": (
@@ -180,6 +183,14 @@ def check_arguments(model_args: ModelArguments, data_args: ImageDataArguments, t
                                 "read here; use --train_dir for image folders or --dataset_name for a dataset.")
     if not 0 <= data_args.train_val_split < 1:
         raise ArgumentError(f"--train_val_split must be in [0, 1), got {data_args.train_val_split}.")
+    if data_args.hold_out_validation:
+        if data_args.train_val_split == 0:
+            raise ArgumentError("--hold_out_validation needs --train_val_split > 0 (the fraction held out).")
+        given = [f"--{name}" for name in ("validation_dir", "validation_file", "validation_split")
+                 if getattr(data_args, name)]
+        if given:
+            raise ArgumentError(f"--hold_out_validation takes validation data from the training data: drop "
+                                f"{', '.join(given)}.")
     if not 0 < data_args.augment_crop_scale <= 1:
         raise ArgumentError(f"--augment_crop_scale must be in (0, 1], got {data_args.augment_crop_scale}.")
     if not 0 <= data_args.augment_hflip <= 1:
@@ -353,6 +364,8 @@ def load_image_data(data_args: ImageDataArguments, training_args, model_args: Mo
                    "test": data_args.test_split}
     defaults = {"validation": VALIDATION_SPLIT_NAMES, "test": TEST_SPLIT_NAMES}
     for split in wanted:
+        if split == "validation" and data_args.hold_out_validation and "train" in splits:
+            continue  # held out from train below
         folder, npz = getattr(data_args, f"{split}_dir"), getattr(data_args, f"{split}_file")
         if folder:
             splits[split], sources[split], signatures[split] = _folder_split(folder)

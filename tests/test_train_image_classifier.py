@@ -230,6 +230,13 @@ def test_frozen_vit_on_image_folders_is_a_complete_pipeline_folder(vit_dir, imag
             predicted.append(pipe(Image.open(path))[0]["label"])
     assert np.mean(np.array(gold) == np.array(predicted)) == pytest.approx(metrics["eval_accuracy"])
 
+    # Evaluating the saved folder again (continuing from a medheads model) reproduces the numbers.
+    again = tmp_path / "again"
+    run(["--model_name_or_path", str(out), "--validation_dir", str(image_folders["val"]), "--do_eval",
+         "--feature_cache_dir", str(tmp_path / "cache"), "--output_dir", str(again), *QUIET])
+    for key in ("eval_accuracy", "eval_roc_auc", "eval_loss"):
+        assert results(again)[key] == pytest.approx(metrics[key], rel=1e-5), key
+
 
 @needs_data
 def test_new_vit_from_scratch_on_pneumoniamnist_resumes_to_the_same_result(pneumonia_slice, tmp_path):
@@ -284,12 +291,13 @@ def test_deit_trained_end_to_end_from_a_json_config_and_a_saved_dataset(deit_dir
         "model_name_or_path": str(deit_dir), "dataset_name": str(saved), "image_column_name": "xray",
         "label_column_name": "finding", "freeze_backbone": False, "head": "cls", "image_size": 32,
         "balance": "loss", "num_train_epochs": 1, "per_device_train_batch_size": 16, "learning_rate": 1e-3,
-        "max_train_samples": 64, "do_train": True, "do_eval": True, "do_predict": True, "output_dir": str(out),
+        "hold_out_validation": True, "train_val_split": 0.25, "max_train_samples": 64, "do_train": True, "do_eval": True, "do_predict": True, "output_dir": str(out),
         "disable_tqdm": True, "dataloader_pin_memory": False}))
     run([str(config)])
     metrics = results(out)
     assert {"eval_accuracy", "eval_roc_auc", "predict_accuracy", "predict_roc_auc"} <= set(metrics)
-    assert metrics["train_samples"] == 64
+    assert metrics["train_samples"] == 64 and metrics["eval_samples"] == 24  # a quarter of 96 held out
+    assert metrics["predict_samples"] == 40
     saved_config = json.loads((out / "config.json").read_text())
     assert saved_config["backbone_config"]["model_type"] == "deit" and saved_config["freeze_backbone"] is False
     assert saved_config["id2label"] == {"0": "normal", "1": "pneumonia"}  # sorted class names
@@ -314,7 +322,7 @@ def test_corrupt_image_is_named_before_training(vit_dir, image_folders, tmp_path
     assert not list(out.glob("checkpoint-*"))
 
 
-@pytest.mark.parametrize("case", ["npz_arrays", "column", "not_a_backbone", "image_size", "test_split"])
+@pytest.mark.parametrize("case", ["npz_arrays", "column", "not_a_backbone", "image_size", "test_split", "hold_out"])
 def test_bad_input_gets_one_clear_error(case, vit_dir, image_folders, tmp_path):
     out = ["--output_dir", str(tmp_path / "out"), "--do_train", *QUIET]
     if case == "npz_arrays":
@@ -336,6 +344,11 @@ def test_bad_input_gets_one_clear_error(case, vit_dir, image_folders, tmp_path):
         error, pattern = ArgumentError, r"--image_size 30 is not a multiple of the patch size 8.*24 or 32"
         args = ["--model_name_or_path", str(vit_dir), "--train_dir", str(image_folders["train"]),
                 "--image_size", "30"]
+    elif case == "hold_out":
+        error, pattern = ArgumentError, r"--hold_out_validation takes validation data from the training data: drop " \
+                                        r"--validation_dir"
+        args = ["--train_dir", str(image_folders["train"]), "--validation_dir", str(image_folders["val"]),
+                "--hold_out_validation"]
     else:
         error, pattern = DataFormatError, r"no test split.*arrays present: \['train_images', 'train_labels'\]"
         archive = tmp_path / "train_only.npz"
