@@ -38,8 +38,8 @@ def steps(data: str, data_dir: Path, out: Path, encoder: str) -> list[dict]:
         ner_files = ["--train_file", SAMPLE / "ner_train.tsv", "--validation_file", SAMPLE / "ner_validation.tsv"]
         caption_files = ["--train_file", SAMPLE / "captions.csv", "--validation_split_percentage", "20"]
         xray_files = ["--train_file", SAMPLE / "xray_sample.npz"]
-        ner_extra, text_extra, image_extra = ["--num_train_epochs", "4"], ["--num_train_epochs", "30"], \
-            ["--num_train_epochs", "15"]
+        ner_extra, text_extra, image_extra = ["--num_train_epochs", "3"], ["--num_train_epochs", "30"], \
+            ["--num_train_epochs", "12"]
     else:
         ner_files = ["--train_file", data_dir / "jnlpba" / "train.tsv", "--validation_file",
                      data_dir / "jnlpba" / "devel.tsv", "--max_train_samples", "3000"]
@@ -51,7 +51,7 @@ def steps(data: str, data_dir: Path, out: Path, encoder: str) -> list[dict]:
     return [
         dict(name="ner", title="HiddenLayerTokenClassifier: NER from layer 4 of 6 of MiniLM", task="ner",
              script="train_ner.py", args=["--model_name_or_path", encoder, *ner_files, "--hidden_layers", "4",
-                                          "--per_device_train_batch_size", "16", "--learning_rate", "1e-4",
+                                          "--per_device_train_batch_size", "16", "--learning_rate", "2e-4",
                                           *ner_extra, *common],
              example="IL-2 gene expression requires NF-kappa B activation in human T cells ."),
         dict(name="captions", title="FrozenEncoderMultiLabel: radiology caption -> UMLS CUIs, frozen MiniLM",
@@ -65,7 +65,7 @@ def steps(data: str, data_dir: Path, out: Path, encoder: str) -> list[dict]:
              task="image-classification", script="train_image_classifier.py",
              args=[*xray_files, "--class_names", "normal,pneumonia", "--image_size", "28", "--patch_size", "4",
                    "--vit_hidden_size", "64", "--vit_layers", "2", "--vit_heads", "4", "--head", "patch",
-                   "--patch_projection_size", "16", "--freeze_backbone", "false", "--learning_rate", "1e-3",
+                   "--patch_projection_size", "16", "--freeze_backbone", "false", "--learning_rate", "2e-3",
                    "--per_device_train_batch_size", "32", *image_extra, *common],
              example=None),
     ]
@@ -80,7 +80,7 @@ from transformers import pipeline
 folder, task, example, image_file = sys.argv[1:5]
 pipe = pipeline(task, model=folder, trust_remote_code=True)
 if task == "ner":
-    out = pipe(example, aggregation_strategy="simple")
+    out = pipe(example, aggregation_strategy="first")  # words are labelled by their first sub-token
     shown = [f"{e['word']} -> {e['entity_group']} ({e['score']:.2f})" for e in out]
 elif task == "text-classification":
     out = pipe(example, top_k=None)
@@ -130,8 +130,10 @@ def main(argv=None) -> int:
     print("\n" + "=" * 100 + "\nmedheads demo: every folder below was reloaded in a fresh process without medheads "
           "(pipeline(..., trust_remote_code=True))\n" + "=" * 100)
     for step, out, seconds, loaded, metrics in summary:
-        keys = [k for k in ("eval_f1", "eval_macro_f1", "eval_micro_f1", "eval_subset_accuracy", "eval_accuracy",
-                            "eval_roc_auc") if k in metrics]
+        wanted = {"ner": ("eval_f1", "eval_macro_f1"), "captions": ("eval_micro_f1", "eval_macro_f1",
+                                                                 "eval_subset_accuracy"),
+                  "xray": ("eval_accuracy", "eval_roc_auc")}[step["name"]]
+        keys = [k for k in wanted if k in metrics]
         print(f"\n{step['title']}\n  saved to {out}  (trained in {seconds:.0f} s; loaded as {loaded['model']} from "
               f"{loaded['module'].split('.')[0]})")
         print("  validation: " + ", ".join(f"{k[5:]}={metrics[k]:.3f}" for k in keys))

@@ -103,12 +103,13 @@ def xray(rng: np.random.Generator, pneumonia: bool, size: int = 28) -> np.ndarra
     for cx in (0.3, 0.7):
         lung = ((x - cx) / 0.16) ** 2 + ((y - 0.5) / 0.32) ** 2 < 1
         image[lung] = 0.25
-    if pneumonia:
-        for _ in range(rng.integers(2, 5)):
-            cx, cy = rng.choice([0.3, 0.7]) + rng.normal(0, 0.05), rng.uniform(0.3, 0.75)
-            blob = np.exp(-(((x - cx) ** 2 + (y - cy) ** 2) / (2 * rng.uniform(0.04, 0.08) ** 2)))
-            image += 0.45 * blob
-    image += rng.normal(0, 0.06, image.shape)
+    # pneumonia: a few faint-to-clear opacities; some normal films carry one faint benign spot, so classes overlap
+    spots = rng.integers(1, 4) if pneumonia else int(rng.random() < 0.35)
+    for _ in range(spots):
+        cx, cy = rng.choice([0.3, 0.7]) + rng.normal(0, 0.05), rng.uniform(0.3, 0.75)
+        blob = np.exp(-(((x - cx) ** 2 + (y - cy) ** 2) / (2 * rng.uniform(0.04, 0.08) ** 2)))
+        image += (rng.uniform(0.1, 0.4) if pneumonia else rng.uniform(0.05, 0.15)) * blob
+    image += rng.normal(0, 0.1, image.shape)
     return (np.clip(image, 0, 1) * 255).astype(np.uint8)
 
 
