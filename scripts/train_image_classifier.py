@@ -13,7 +13,7 @@ Like transformers' examples/pytorch/image-classification/run_image_classificatio
     python scripts/train_image_classifier.py --model_name_or_path google/vit-base-patch16-224-in21k --head patch \
         --train_dir xrays/train --validation_dir xrays/val --do_train --do_eval --output_dir outputs/xray-vit
 
-    python scripts/train_image_classifier.py configs/image_pneumoniamnist_scratch.json
+    python scripts/train_image_classifier.py configs/image_pneumoniamnist_scratch.json [--num_train_epochs 5 ...]
 
 Exit codes: 0 done, 2 invalid arguments or data (one `error:` line, before any training).
 """

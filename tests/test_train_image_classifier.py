@@ -293,8 +293,9 @@ def test_deit_trained_end_to_end_from_a_json_config_and_a_saved_dataset(deit_dir
         "balance": "loss", "num_train_epochs": 1, "per_device_train_batch_size": 16, "learning_rate": 1e-3,
         "hold_out_validation": True, "train_val_split": 0.25, "max_train_samples": 64, "do_train": True, "do_eval": True, "do_predict": True, "output_dir": str(out),
         "disable_tqdm": True, "dataloader_pin_memory": False}))
-    run([str(config)])
+    run([str(config), "--seed", "7"])  # a JSON file of arguments, then flags that override it
     metrics = results(out)
+    assert json.loads((out / "metrics.json").read_text())["arguments"]["seed"] == 7
     assert {"eval_accuracy", "eval_roc_auc", "predict_accuracy", "predict_roc_auc"} <= set(metrics)
     assert metrics["train_samples"] == 64 and metrics["eval_samples"] == 24  # a quarter of 96 held out
     assert metrics["predict_samples"] == 40
