@@ -130,6 +130,9 @@ class TextDataArguments(DataArguments):
     tune_thresholds: bool | None = field(default=None, metadata={"help": (
         "Multi-label: after training, tune one decision threshold per label on the validation split (best F1 per "
         "label) and store them in the saved config. Default: on for multi-label training.")})
+    threshold_min_positives: int = field(default=1, metadata={"help": (
+        "Tune a label's threshold only if the validation split has at least this many rows with the label; rarer "
+        "labels keep 0.5 (a threshold fitted to one or two positives rarely carries over to new data).")})
     drop_empty_texts: bool = field(default=False, metadata={
         "help": "Drop rows whose text is empty (with a warning) instead of stopping with an error naming them."})
 
@@ -519,6 +522,8 @@ def resolve_arguments(model_args: ModelArguments, data_args: TextDataArguments,
         raise InputError(f"--max_seq_length must be at least 2, got {model_args.max_seq_length}.")
     if model_args.feature_batch_size < 1:
         raise InputError(f"--feature_batch_size must be positive, got {model_args.feature_batch_size}.")
+    if data_args.threshold_min_positives < 1:
+        raise InputError(f"--threshold_min_positives must be at least 1, got {data_args.threshold_min_positives}.")
     if data_args.min_label_count < 1:
         raise InputError(f"--min_label_count must be at least 1, got {data_args.min_label_count}.")
     if not (training_args.do_train or training_args.do_eval or training_args.do_predict):
@@ -649,7 +654,7 @@ def run(model_args: ModelArguments, data_args: TextDataArguments, training_args:
     # --- model and inputs ----------------------------------------------------------------------------------------------
     set_seed(training_args.seed)
     model = build_model(model_args, kind, problem_type, dict(enumerate(labels)))
-    if kind == "saved" and model_args.max_seq_length is None and model_args.max_chunk_length is not None:
+    if kind == "saved" and model_args.max_chunk_length not in (None, model.config.max_chunk_length):
         logger.warning("--max_chunk_length is ignored when continuing from a saved model (it keeps its own).")
     encoded = {}
     for name, rows in splits.items():
@@ -710,10 +715,13 @@ def run(model_args: ModelArguments, data_args: TextDataArguments, training_args:
     if data_args.tune_thresholds and multi_label and "validation" in predictions:
         y_true, probs, _ = predictions["validation"]
         thresholds = tune_thresholds(y_true, probs)
+        rare = y_true.sum(axis=0) < data_args.threshold_min_positives
+        thresholds[rare] = 0.5
         model.config.thresholds = [round(float(t), 4) for t in thresholds]
         tuned = True
-        logger.info("Tuned per-label thresholds on validation (min %.2f, median %.2f, max %.2f).",
-                    thresholds.min(), float(np.median(thresholds)), thresholds.max())
+        logger.info("Tuned per-label thresholds on validation (min %.2f, median %.2f, max %.2f); %d labels with "
+                    "fewer than %d validation positives keep 0.5.", thresholds.min(), float(np.median(thresholds)),
+                    thresholds.max(), int(rare.sum()), data_args.threshold_min_positives)
     if training_args.do_train or tuned:
         trainer.save_model()
         if trainer.is_world_process_zero():

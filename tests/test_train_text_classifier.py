@@ -141,7 +141,7 @@ def test_multilabel_rocov2_end_to_end(encoder_dir, roco_slice, tmp_path):
     metrics = main(common(encoder_dir, out, tmp_path / "cache") + [
         "--train_file", str(roco_slice), "--text_column_name", "caption", "--label_column_name", "cuis_manual",
         "--problem_type", "multi_label_classification", "--validation_split_percentage", "20",
-        "--test_split_percentage", "20", "--do_train", "--do_eval", "--do_predict"])
+        "--test_split_percentage", "20", "--do_train", "--do_eval", "--do_predict", "--threshold_min_positives", "3"])
     results = json.loads((out / "all_results.json").read_text())
     for key in ("predict_micro_f1", "predict_macro_f1", "predict_subset_accuracy", "eval_micro_f1", "eval_macro_f1",
                 "eval_subset_accuracy", "eval_threshold_05_micro_f1", "predict_threshold_05_micro_f1", "train_loss"):
@@ -159,6 +159,12 @@ def test_multilabel_rocov2_end_to_end(encoder_dir, roco_slice, tmp_path):
     labels = [config["id2label"][str(i)] for i in range(len(config["id2label"]))]
     thresholds = np.array(config["thresholds"])
     assert len(thresholds) == len(labels) and ((0 < thresholds) & (thresholds < 1)).all()
+    splits = load_splits(TextDataArguments(
+        train_file=str(roco_slice), text_column_name="caption", label_column_name="cuis_manual", label_separator=";",
+        validation_split_percentage=20, test_split_percentage=20), True, 3)
+    positives = {name: sum(name in row["labels"] for row in splits["validation"]) for name in labels}
+    assert all(thresholds[j] == 0.5 for j, name in enumerate(labels) if positives[name] < 3)
+    assert any(thresholds[j] != 0.5 for j, name in enumerate(labels) if positives[name] >= 3)
 
     # predict_micro_f1 worked out by hand from the written predictions
     rows = read_predictions(out)
@@ -169,9 +175,6 @@ def test_multilabel_rocov2_end_to_end(encoder_dir, roco_slice, tmp_path):
     assert results["predict_subset_accuracy"] == pytest.approx(np.mean([g == p for g, p in zip(gold, predicted)]))
 
     # the saved folder is a pipeline: sigmoid scores for every label; tuned thresholds reproduce the predictions
-    splits = load_splits(TextDataArguments(
-        train_file=str(roco_slice), text_column_name="caption", label_column_name="cuis_manual", label_separator=";",
-        validation_split_percentage=20, test_split_percentage=20), True, 3)
     texts = [row["text"] for row in splits["test"]]
     classifier = pipeline("text-classification", model=str(out), trust_remote_code=True, top_k=None, device="cpu")
     outputs = classifier(texts[:8])
