@@ -82,8 +82,8 @@ DATASETS: dict[str, DatasetInfo] = {info.hub_id: info for info in (
         hub_id="jnlpba", name="JNLPBA",
         url="http://www.geniaproject.org/shared-tasks/bionlp-jnlpba-shared-task-2004",
         license="GENIA Project License for Annotated Corpora (MEDLINE abstracts)",
-        description="the JNLPBA 2004 shared task: MEDLINE abstracts of the GENIA 3.02 corpus annotated with "
-                    "protein, DNA, RNA, cell type and cell line mentions",
+        description="MEDLINE abstracts of the GENIA 3.02 corpus annotated with protein, DNA, RNA, cell type and "
+                    "cell line mentions (the JNLPBA 2004 shared task)",
         limitation="JNLPBA / GENIA covers MEDLINE abstracts found with the MeSH terms *human*, *blood cells* and "
                    "*transcription factors*, annotated with five molecular-biology entity types. Expect lower "
                    "accuracy on other sub-domains, on clinical notes and on full texts, and no recognition of "
@@ -727,7 +727,7 @@ def _hyperparameters(run: _Run) -> list[tuple[str, str]]:
     add("learning-rate schedule", "lr_scheduler_type")
     warmup = a.get("warmup_steps")
     if _number(warmup):
-        rows.append(("warmup", f"{warmup:g} of the steps" if 0 < warmup < 1 else f"{warmup:g} steps"))
+        rows.append(("warmup", f"{warmup * 100:g}% of the steps" if 0 < warmup < 1 else f"{warmup:g} steps"))
     add("weight decay", "weight_decay", (None, 0, 0.0))
     add("seed", "seed")
     for flag in ("bf16", "fp16"):
@@ -893,12 +893,16 @@ def _limitations(run: _Run, infos: list[DatasetInfo], encoder: dict, parameters:
     small = f"**Small model** ({_millions(total)} parameters"
     small += f", {_millions(head)} of them in the head)" if head and head != total else ")"
     if run.kind == "token":
-        small += (f": an encoder with {encoder['shape']}. Larger domain encoders (PubMedBERT, SciBERT, BioLinkBERT) "
-                  "usually reach higher F1 on biomedical NER.")
+        used = _head_info(run)["depth"]
+        small += (f": an encoder with {encoder['shape']}" + (f", of which {used} run" if used < (encoder["num_layers"]
+                                                                                              or used) else "")
+                  + ". Larger domain encoders (PubMedBERT, SciBERT, BioLinkBERT) usually reach higher F1 on "
+                  "biomedical NER.")
         length = run.arguments.get("max_seq_length_used") or run.arguments.get("max_seq_length")
-        if length:
-            items.append(f"Words beyond {length} sub-tokens of a sentence are not tagged (the pipeline splits "
-                         "longer inputs only if you pass `stride`).")
+        limit = int(run.config["encoder_config"].get("max_position_embeddings") or 512)
+        if length and int(length) < min(limit, 512):
+            items.append(f"Sentences were cut to {length} sub-tokens in training and evaluation; words beyond that "
+                         "counted as `O`, so the model has not learned to tag longer inputs.")
     elif run.kind == "text":
         small += (f": the encoder ({encoder['shape']}) is frozen, so only the head was fitted to this task; "
                   "fine-tuned or larger domain encoders usually do better.")
@@ -1002,7 +1006,8 @@ def card_context(model_dir: str | os.PathLike, repo_id: str, revision: str | Non
     )
     variables = {
         "repo_id": repo_id, "model_name": repo_id.split("/")[-1], "revision": revision or "main",
-        "pinned": revision is not None, "model_type": model_type, "architecture": (config.get("architectures")
+        "pinned": revision is not None,
+        "selected_on_validation": bool(run.arguments.get("load_best_model_at_end") and trained), "model_type": model_type, "architecture": (config.get("architectures")
                                                                                   or [model_type])[0],
         "pipeline_tag": task, "auto_class": auto_class, "labels": labels, "entity_types": _entity_types(labels),
         "num_labels": len(labels), "example": widget,

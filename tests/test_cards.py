@@ -10,7 +10,6 @@ what the card needs is one clear error. The last test runs the real NER training
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 from pathlib import Path
@@ -246,6 +245,38 @@ def test_text_multilabel_card(folders):
     assert "validation metrics reported here are optimistic; there is no held-out test result" in text
     assert "10% of the training file" in text and "`rocov2_valid.csv` (ROCOv2)" in text
     assert "@article{ruckert2024rocov2" in text
+
+
+def test_text_multiclass_card(tmp_path, tiny_tokenizer):
+    """MTSamples-style: one class per text; class names with spaces and punctuation find their metric keys."""
+    classes = {0: "Surgery", 1: "Consult - History and Phy.", 2: "Cardiovascular / Pulmonary"}
+    config = FrozenEncoderMultiLabelConfig(encoder_config=encoder_config("bert"), pooling="cls", head_hidden_sizes=[],
+                                           id2label=classes, problem_type="single_label_classification")
+    folder = tmp_path / "mts"
+    FrozenEncoderMultiLabel(config).save_pretrained(folder)
+    tiny_tokenizer.save_pretrained(folder)
+    metrics = {**TRAIN_METRICS, **_split_metrics(
+        "eval", {"accuracy": 0.6071, "macro_f1": 0.5012, "weighted_f1": 0.5523, "loss": 1.01},
+        {"Surgery": (0.7, 0.8, 0.7467, 90), "Consult - History and Phy.": (0.41, 0.33, 0.3657, 60),
+         "Cardiovascular / Pulmonary": (0.5, 0.45, 0.4737, 40)}, 283)}
+    (folder / "metrics.json").write_text(json.dumps({
+        "script": "train_text_classifier.py", "plots": [], "metrics": metrics,
+        "arguments": {**TRAINING, "model_name_or_path": "sentence-transformers/all-MiniLM-L6-v2",
+                      "train_file": f"{MACHINE}/mtsamples/mtsamples_6class.csv", "split_column_name": "split",
+                      "text_column_name": "transcription", "label_column_name": "medical_specialty",
+                      "use_feature_cache": True, "max_seq_length": None}}))
+    card = build_model_card(folder, "org/tiny", revision=SHA)
+    data, text = card.data, str(card)
+    assert data.datasets == ["mtsamples"] and data.base_model == MINILM_ID
+    assert "multi-class-classification" in data.tags and "clinical-notes" in data.tags
+    assert {r.metric_name: r.metric_value for r in data.eval_results} == {
+        "Accuracy": 0.6071, "Macro F1": 0.5012, "Weighted F1": 0.5523}
+    assert "| Consult - History and Phy. | 0.4100 | 0.3300 | 0.3657 | 60 |" in text
+    assert "threshold" not in text.split("Per label")[1].split("\n")[2]  # no threshold column
+    assert "a linear layer (logistic regression" in text and "`pooling=\"cls\"`" in text
+    assert "softmax" in text and "config.thresholds" not in text
+    assert "`split` column" in text and "### Plots" not in text
+    assert not ABS_PATH.search(text) and MACHINE not in text
 
 
 def test_image_classifier_card(folders):
