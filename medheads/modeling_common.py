@@ -93,7 +93,36 @@ def grad_context(frozen: bool):
     return torch.no_grad() if frozen else contextlib.nullcontext()
 
 
+class MedheadsPreTrainedModel(PreTrainedModel):
+    """What every medheads model shares: attention back-ends are the wrapped encoder's, and head layers (linear
+    layers flagged `_is_medheads_head`) start from a truncated normal with the encoder's `initializer_range`.
+
+    Subclasses set `config_class`, `base_model_prefix`, `main_input_name` and the rest of their own flags.
+    """
+
+    _supports_sdpa = True
+    _supports_flash_attn = True
+    _supports_flex_attn = True
+    _supports_attention_backend = True
+    _no_split_modules = []
+
+    def _init_weights(self, module):
+        if isinstance(module, nn.Linear) and getattr(module, "_is_medheads_head", False):
+            inner = getattr(self.config, "encoder_config", None) or getattr(self.config, "backbone_config", None)
+            nn.init.trunc_normal_(module.weight, std=getattr(inner, "initializer_range", 0.02))
+            nn.init.zeros_(module.bias)
+
+
+def mark_head(*layers: nn.Module) -> None:
+    """Flag head layers so `_init_weights` initialises them (the wrapped encoder keeps its own initialisation)."""
+    for layer in layers:
+        for module in layer.modules():
+            if isinstance(module, nn.Linear):
+                module._is_medheads_head = True
+
+
 __all__ = [
+    "MedheadsPreTrainedModel", "mark_head",
     "split_load_kwargs", "truncated_encoder_config", "build_encoder", "load_pretrained_encoder",
     "copy_encoder_weights", "freeze", "grad_context",
 ]

@@ -10,33 +10,23 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from transformers import PreTrainedModel
 from transformers.modeling_outputs import SequenceClassifierOutput
 
 from .configuration_frozen_encoder_multilabel import FrozenEncoderMultiLabelConfig
 from .modeling_common import (
-    build_encoder, copy_encoder_weights, freeze, load_pretrained_encoder, split_load_kwargs, truncated_encoder_config,
+    MedheadsPreTrainedModel, build_encoder, copy_encoder_weights, freeze, load_pretrained_encoder, mark_head,
+    split_load_kwargs, truncated_encoder_config,
 )
 
 ACTIVATION_MODULES = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh, "silu": nn.SiLU}
 
 
-class FrozenEncoderMultiLabelPreTrainedModel(PreTrainedModel):
+class FrozenEncoderMultiLabelPreTrainedModel(MedheadsPreTrainedModel):
     config_class = FrozenEncoderMultiLabelConfig
     base_model_prefix = "encoder"
     main_input_name = "input_ids"
     input_modalities = ("text",)
     supports_gradient_checkpointing = False  # the encoder never trains, and the head is tiny
-    _supports_sdpa = True
-    _supports_flash_attn = True
-    _supports_flex_attn = True
-    _supports_attention_backend = True
-    _no_split_modules = []
-
-    def _init_weights(self, module):
-        if isinstance(module, nn.Linear) and getattr(module, "_is_medheads_head", False):
-            nn.init.xavier_uniform_(module.weight)
-            nn.init.zeros_(module.bias)
 
 
 class FrozenEncoderMultiLabel(FrozenEncoderMultiLabelPreTrainedModel):
@@ -53,10 +43,8 @@ class FrozenEncoderMultiLabel(FrozenEncoderMultiLabelPreTrainedModel):
             layers += [nn.Dropout(config.head_dropout), nn.Linear(width, size), ACTIVATION_MODULES[config.head_activation]()]
             width = size
         layers += [nn.Dropout(config.head_dropout), nn.Linear(width, config.num_labels)]
-        for layer in layers:
-            if isinstance(layer, nn.Linear):
-                layer._is_medheads_head = True
         self.head = nn.Sequential(*layers)
+        mark_head(self.head)
         self.post_init()
         freeze(self.encoder)
 

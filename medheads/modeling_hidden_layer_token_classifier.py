@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from transformers import PreTrainedModel
 from transformers.modeling_outputs import TokenClassifierOutput
 
 from .configuration_hidden_layer_token_classifier import HiddenLayerTokenClassifierConfig
 from .modeling_common import (
-    build_encoder, copy_encoder_weights, freeze, grad_context, load_pretrained_encoder, split_load_kwargs,
-    truncated_encoder_config,
+    MedheadsPreTrainedModel, build_encoder, copy_encoder_weights, freeze, grad_context, load_pretrained_encoder,
+    mark_head, split_load_kwargs, truncated_encoder_config,
 )
 
 
@@ -33,26 +32,19 @@ class ScalarMix(nn.Module):
         return self.gamma.to(mixed.dtype) * mixed
 
 
-class HiddenLayerTokenClassifierPreTrainedModel(PreTrainedModel):
+class HiddenLayerTokenClassifierPreTrainedModel(MedheadsPreTrainedModel):
     config_class = HiddenLayerTokenClassifierConfig
     base_model_prefix = "encoder"
     main_input_name = "input_ids"
     input_modalities = ("text",)
     supports_gradient_checkpointing = True
-    _supports_sdpa = True
-    _supports_flash_attn = True
-    _supports_flex_attn = True
-    _supports_attention_backend = True
-    _no_split_modules = []
 
     def _init_weights(self, module):
         if isinstance(module, ScalarMix):
             nn.init.zeros_(module.weights)
             nn.init.ones_(module.gamma)
-        elif isinstance(module, nn.Linear) and getattr(module, "_is_medheads_head", False):
-            std = getattr(self.config.encoder_config, "initializer_range", 0.02)
-            nn.init.normal_(module.weight, mean=0.0, std=std)
-            nn.init.zeros_(module.bias)
+        else:
+            super()._init_weights(module)
 
 
 class HiddenLayerTokenClassifier(HiddenLayerTokenClassifierPreTrainedModel):
@@ -69,7 +61,7 @@ class HiddenLayerTokenClassifier(HiddenLayerTokenClassifierPreTrainedModel):
         width = hidden_size * len(self.layers) if many and config.layer_combination == "concat" else hidden_size
         self.dropout = nn.Dropout(config.classifier_dropout)
         self.classifier = nn.Linear(width, config.num_labels)
-        self.classifier._is_medheads_head = True
+        mark_head(self.classifier)
         self.post_init()
         if config.freeze_encoder:
             self.freeze_encoder()

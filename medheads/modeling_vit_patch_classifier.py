@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from transformers import PreTrainedModel
 from transformers.modeling_outputs import ImageClassifierOutput
 
 from .configuration_vit_patch_classifier import ViTPatchClassifierConfig
-from .modeling_common import build_encoder, copy_encoder_weights, freeze, grad_context, load_pretrained_encoder, \
-    split_load_kwargs
+from .modeling_common import (
+    MedheadsPreTrainedModel, build_encoder, copy_encoder_weights, freeze, grad_context, load_pretrained_encoder,
+    mark_head, split_load_kwargs,
+)
 
 
 class PatchHead(nn.Module):
@@ -35,22 +36,12 @@ class PatchHead(nn.Module):
         return self.classifier(self.dropout(projected.flatten(1)))
 
 
-class ViTPatchClassifierPreTrainedModel(PreTrainedModel):
+class ViTPatchClassifierPreTrainedModel(MedheadsPreTrainedModel):
     config_class = ViTPatchClassifierConfig
     base_model_prefix = "backbone"
     main_input_name = "pixel_values"
     input_modalities = ("image",)
     supports_gradient_checkpointing = True
-    _supports_sdpa = True
-    _supports_flash_attn = True
-    _supports_flex_attn = True
-    _supports_attention_backend = True
-    _no_split_modules = []
-
-    def _init_weights(self, module):
-        if isinstance(module, nn.Linear) and getattr(module, "_is_medheads_head", False):
-            nn.init.trunc_normal_(module.weight, std=getattr(self.config.backbone_config, "initializer_range", 0.02))
-            nn.init.zeros_(module.bias)
 
 
 class ViTPatchClassifier(ViTPatchClassifierPreTrainedModel):
@@ -64,13 +55,10 @@ class ViTPatchClassifier(ViTPatchClassifierPreTrainedModel):
         if config.head == "patch":
             self.head = PatchHead(config.num_head_tokens, hidden_size, config.patch_projection_size,
                                   config.num_labels, config.head_dropout)
-            linears = [self.head.token_projection, self.head.classifier]
         else:
             width = hidden_size * (2 if config.head == "cls_mean" else 1)
             self.head = nn.Sequential(nn.Dropout(config.head_dropout), nn.Linear(width, config.num_labels))
-            linears = [self.head[1]]
-        for layer in linears:
-            layer._is_medheads_head = True
+        mark_head(self.head)
         self.post_init()
         if config.freeze_backbone:
             freeze(self.backbone)
