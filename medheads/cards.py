@@ -127,8 +127,8 @@ DATASETS: dict[str, DatasetInfo] = {info.hub_id: info for info in (
         hub_id="eltorio/ROCOv2-radiology", name="ROCOv2",
         url="https://huggingface.co/datasets/eltorio/ROCOv2-radiology",
         license="CC BY-NC-SA 4.0",
-        description="ROCOv2 (Radiology Objects in COntext, version 2): figure captions of radiology images from the "
-                    "PMC Open Access subset with UMLS concepts (ImageCLEFmedical Caption 2023)",
+        description="Radiology Objects in COntext, version 2: figure captions of radiology images from the PMC "
+                    "Open Access subset with UMLS concepts (ImageCLEFmedical Caption 2023)",
         limitation="ROCOv2's concepts were extracted from the captions with MedCAT (the Medical Concept Annotation "
                    "Toolkit; modality and, for X-rays, body region and direction were then curated by hand). A "
                    "model trained on these labels learns to reproduce MedCAT's annotations, mistakes included, "
@@ -178,10 +178,10 @@ DATASETS: dict[str, DatasetInfo] = {info.hub_id: info for info in (
                "leads.",
         tags=("clinical-notes",)),
     DatasetInfo(
-        hub_id="medmnist-v2", name="MedMNIST v2 (PneumoniaMNIST)", url="https://medmnist.com",
+        hub_id="medmnist-v2", name="PneumoniaMNIST", url="https://medmnist.com",
         license="CC BY 4.0",
-        description="PneumoniaMNIST from MedMNIST v2: paediatric chest X-rays (Kermany et al., 2018) "
-                    "downsampled to 28 x 28 pixels, normal vs pneumonia",
+        description="the MedMNIST v2 collection's paediatric chest X-rays (Kermany et al., 2018) downsampled to "
+                    "28 x 28 pixels, labelled normal or pneumonia",
         limitation="PneumoniaMNIST images are 28 x 28 pixels: the model sees a thumbnail, not a diagnostic-"
                    "quality radiograph. They are paediatric chest X-rays (children aged 1-5) from one centre in "
                    "Guangzhou, labelled normal or pneumonia only; expect it to fail on full-resolution, adult or "
@@ -282,6 +282,7 @@ IMAGE_HEAD_TEXT = {
 PLOT_TITLES = [("training_curves", "Training curves"), ("confusion_matrix", "Confusion matrix"),
                ("f1_per_type", "Span F1 per entity type"), ("per_label_f1", "F1 per label"),
                ("per_class_f1", "F1 per class"), ("roc_curve", "ROC curve")]
+ARCH_NAMES = {"vit": "ViT", "deit": "DeiT", "beit": "BEiT", "dinov2": "DINOv2"}
 MAX_LABEL_ROWS = 50  #: per-label rows in the results table (the most frequent labels of a longer set)
 MAX_LABELS_LISTED = 60  #: labels listed in the model description
 SPLIT_WORDS = {"eval": "validation", "validation": "validation", "predict": "test", "test": "test",
@@ -532,7 +533,7 @@ def count_parameters(model_dir: str | os.PathLike) -> tuple[int, int]:
 
 
 def _millions(n: int) -> str:
-    return f"{n / 1e6:.1f}M" if n >= 100_000 else f"{n:,d}"
+    return f"{n / 1e6:.1f}M" if n >= 1_000_000 else f"{n:,d}"
 
 
 # --------------------------------------------------------------------------------------------------- context
@@ -593,13 +594,14 @@ def _encoder_info(run: _Run, base_model: str | None) -> dict:
     if base_model:
         display = f"[`{base_model}`](https://huggingface.co/{base_model})"
     elif scratch:
-        display = f"a new {'ViT' if model_type == 'vit' else model_type} {noun} trained from scratch"
+        display = f"a new {ARCH_NAMES.get(model_type, model_type)} {noun} trained from scratch"
     else:
         display = f"a local {model_type} {noun}"
     shape = ", ".join(x for x in (f"{layers} layers" if layers else "", f"width {hidden}" if hidden else "") if x)
     details = ", ".join(x for x in (model_type if base_model else "", shape,
                                     "" if base_model or scratch else "not on the Hub") if x)
     return {"base_model": base_model, "display": display, "model_type": model_type, "num_layers": layers,
+            "arch": ARCH_NAMES.get(model_type, model_type),
             "hidden_size": hidden, "shape": shape, "from_scratch": bool(scratch),
             "summary": f"{display} ({details})" if details else display}
 

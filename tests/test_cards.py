@@ -293,7 +293,7 @@ def test_image_classifier_card(folders):
         "Macro F1": metrics["predict_macro_f1"], "Weighted F1": metrics["predict_weighted_f1"]}
     assert {r.dataset_split for r in data.eval_results} == {"test"}
     assert "32 x 32 pixels" in text and "17 tokens (CLS + 16 patches)" in text
-    assert "grayscale images to RGB" in text and "**frozen**" in text
+    assert "grayscale images to RGB" in text and "**frozen**:\n  only the head was trained" in text
     assert "AutoImageProcessor" in text and "| class balance | sampler |" in text
     assert "| pneumonia | 0.8500 | 0.9500 | 0.8972 | 390 |" in text and "| images | 624 |" in text
     assert "28 x 28 pixels" in text  # the PneumoniaMNIST limitation
