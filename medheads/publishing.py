@@ -492,6 +492,8 @@ def stage_model(model_dir: str | os.PathLike, repo_id: str, staging_dir: str | o
     model_dir = Path(model_dir)
     validate_repo_id(repo_id)
     config = validate_model_dir(model_dir)
+    # The card is built before anything is written, so a run summary it cannot use leaves no half-staged folder.
+    card = build_model_card(model_dir, repo_id, revision=revision, templates_dir=templates_dir)
     staging = _prepare_staging_dir(staging_dir, model_dir, repo_id)
 
     weights, _ = _weight_files(model_dir)
@@ -513,7 +515,6 @@ def stage_model(model_dir: str | os.PathLike, repo_id: str, staging_dir: str | o
                 continue
         shutil.copy2(src, dst)
 
-    card = build_model_card(model_dir, repo_id, revision=revision, templates_dir=templates_dir)
     text = str(card)
     for prefix in prefixes:
         if prefix in text:
