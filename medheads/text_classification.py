@@ -517,6 +517,8 @@ def resolve_arguments(model_args: ModelArguments, data_args: TextDataArguments,
     if getattr(training_args, "main_metric_from_default", False) or training_args.metric_for_best_model is None:
         training_args.metric_for_best_model = "micro_f1" if problem_type == MULTI_LABEL else "accuracy"
         training_args.greater_is_better = True
+    if training_args.dataloader_pin_memory and training_args.device.type == "cpu":
+        training_args.dataloader_pin_memory = False  # nothing to pin for; torch warns on every epoch otherwise
     parse_head_sizes(model_args.head_hidden_sizes)
     if model_args.max_seq_length is not None and model_args.max_seq_length < 2:
         raise InputError(f"--max_seq_length must be at least 2, got {model_args.max_seq_length}.")

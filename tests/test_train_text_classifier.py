@@ -95,7 +95,8 @@ def test_help_lists_script_and_trainer_flags():
     assert result.returncode == 0, result.stderr
     for flag in ("--model_name_or_path", "--pooling", "--head_hidden_sizes", "--max_seq_length", "--use_feature_cache",
                  "--label_separator", "--min_label_count", "--validation_split_percentage", "--tune_thresholds",
-                 "--drop_empty_texts", "--learning_rate", "--metric_for_best_model", "--split_column_name"):
+                 "--drop_empty_texts", "--learning_rate", "--metric_for_best_model", "--split_column_name",
+                 "--threshold_min_positives"):
         assert flag in result.stdout
 
 
@@ -183,6 +184,13 @@ def test_multilabel_rocov2_end_to_end(encoder_dir, roco_slice, tmp_path):
     assert not np.allclose(scores.sum(axis=1), 1.0)  # sigmoid per label, not a softmax
     for i, row_scores in enumerate(scores):
         assert {labels[j] for j in np.flatnonzero(row_scores >= thresholds)} == predicted[i]
+
+    # a saved model is a valid --model_name_or_path: evaluating it again gives the same numbers, stored thresholds kept
+    again = main(common(out, tmp_path / "again", tmp_path / "cache") + [
+        "--train_file", str(roco_slice), "--text_column_name", "caption", "--label_column_name", "cuis_manual",
+        "--validation_split_percentage", "20", "--test_split_percentage", "20", "--do_eval", "--do_predict"])
+    for key in ("eval_micro_f1", "eval_subset_accuracy", "predict_micro_f1", "predict_macro_f1"):
+        assert again[key] == pytest.approx(results[key], abs=1e-9), key
 
 
 @needs_data
