@@ -230,8 +230,16 @@ def main_for(module_name: str, defaults: dict) -> None:
 
     parser = argparse.ArgumentParser(description=importlib.import_module(module_name).__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    def boolean(text: str) -> bool:
+        if text.lower() in ("1", "true", "yes"):
+            return True
+        if text.lower() in ("0", "false", "no"):
+            return False
+        raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
     for key, value in defaults.items():
         kind = type(value) if value is not None and not isinstance(value, (list, tuple)) else str
+        kind = boolean if isinstance(value, bool) else kind
         parser.add_argument(f"--{key}", type=kind, default=value,
                             help=f"default: {value}" + (" (comma-separated)" if isinstance(value, (list, tuple)) else ""))
     args = vars(parser.parse_args())

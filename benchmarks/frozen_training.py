@@ -11,12 +11,13 @@ dropout 0.2 like the MTSamples seed) with the same Trainer hyperparameters and s
 * (b): the same with dynamic padding (each batch padded to its longest text).
 
 All sides truncate at the same length. A full 10-epoch baseline would take over an hour on a 2-core CPU, so the
-baselines are measured on a sample and extrapolated: the Trainer is set up for the full 10 epochs and stopped after
-`baseline_steps` steps; the mean duration of steps 2..N (the first, which includes start-up, is left out) times the
-10-epoch step count, plus 10 validation passes whose cost is measured by evaluating `baseline_eval_examples`
-validation texts and scaled linearly. The baselines compute the same features (only padding differs), so their
-training follows the same trajectory: the losses of the measured steps are checked against the medheads run's first
-steps, which is why the medheads run's final validation metric is the baselines' too.
+baselines are measured on samples and extrapolated: a Trainer set up for the full 10 epochs is stopped after
+`baseline_steps` steps of epoch 1 and then evaluates `baseline_eval_examples` validation texts; this is done once
+before and once after the cached run, so that a change in the machine's load hits every side. Estimate: mean duration
+of the measured steps (each run's first step, which includes start-up, left out) x the 10-epoch step count + 10 x the
+validation pass scaled linearly from the measured examples. The baselines compute the same features (only padding
+differs), so their training follows the same trajectory: every measured step's loss is checked against the cached
+run's, which is why the cached run's final validation metric is the baselines' too.
 """
 
 from __future__ import annotations
@@ -33,9 +34,9 @@ from benchmarks import common
 
 DATASETS = {
     "mtsamples": dict(max_length=512, problem_type="single_label_classification", metric="accuracy",
-                      n_train=384, n_val=96, baseline_steps=6, baseline_eval_examples=24),
+                      n_train=288, n_val=72, baseline_steps=4, baseline_eval_examples=12),
     "rocov2": dict(max_length=256, problem_type="multi_label_classification", metric="micro_f1",
-                   n_train=2000, n_val=500, baseline_steps=16, baseline_eval_examples=96),
+                   n_train=1600, n_val=400, baseline_steps=8, baseline_eval_examples=48),
 }
 HYPERPARAMETERS = dict(num_train_epochs=10, per_device_train_batch_size=24, per_device_eval_batch_size=24,
                        learning_rate=1e-3, weight_decay=0.0, lr_scheduler_type="linear", seed=42)
@@ -111,10 +112,10 @@ def make_recorder(stop_after: int | None = None):
     from transformers import TrainerCallback
 
     class Recorder(TrainerCallback):
-        """Per-step losses and end-of-step times; optionally stops training after `stop_after` steps."""
+        """End-of-step times and evaluation metrics; optionally stops training after `stop_after` steps."""
 
         def __init__(self):
-            self.losses, self.step_ends, self.evaluations = [], [], []
+            self.step_ends, self.evaluations = [], []
 
         def on_train_begin(self, args, state, control, **kwargs):
             self.start = time.perf_counter()
@@ -124,21 +125,26 @@ def make_recorder(stop_after: int | None = None):
             if stop_after is not None and state.global_step >= stop_after:
                 control.should_training_stop = True
 
-        def on_log(self, args, state, control, logs=None, **kwargs):
-            if logs and "loss" in logs:
-                self.losses.append(float(logs["loss"]))
-
         def on_evaluate(self, args, state, control, metrics=None, **kwargs):
             self.evaluations.append({k.removeprefix("eval_"): v for k, v in (metrics or {}).items()})
 
     return Recorder()
 
 
-def quiet(trainer):
-    """No per-step log lines on stdout (the Recorder keeps the numbers)."""
+def make_trainer(callbacks, **kwargs):
+    """A `Trainer` (the same class for every side) that keeps every step's loss, without logging every step."""
+    from transformers import Trainer
     from transformers.trainer_callback import PrinterCallback
 
-    trainer.remove_callback(PrinterCallback)
+    class LossRecordingTrainer(Trainer):
+        def training_step(self, *args, **kw):
+            loss = super().training_step(*args, **kw)
+            self.step_losses.append(float(loss))
+            return loss
+
+    trainer = LossRecordingTrainer(callbacks=callbacks, **kwargs)
+    trainer.step_losses = []
+    trainer.remove_callback(PrinterCallback)  # no log lines on stdout: the recorder keeps the numbers
     return trainer
 
 
@@ -146,7 +152,7 @@ def training_arguments(output_dir, evaluate: bool, **overrides):
     from transformers import TrainingArguments
 
     return TrainingArguments(output_dir=output_dir, eval_strategy="epoch" if evaluate else "no", save_strategy="no",
-                             logging_strategy="steps", logging_steps=1, report_to="none", use_cpu=True,
+                             logging_strategy="steps", logging_steps=50, report_to="none", use_cpu=True,
                              disable_tqdm=True, dataloader_num_workers=0, **{**HYPERPARAMETERS, **overrides})
 
 
@@ -162,7 +168,7 @@ def new_model(encoder: str, names: list[str], problem_type: str, head_hidden_siz
 def run_medheads(base_model, train, val, collator, compute_metrics, workdir, feature_name="pooled_features",
                  length_column="input_ids", **overrides) -> dict:
     """Features of both splits computed once into a fresh cache folder (timed), then the head trained on them."""
-    from transformers import Trainer, default_data_collator
+    from transformers import default_data_collator
 
     from medheads.features import cached_features
 
@@ -174,21 +180,20 @@ def run_medheads(base_model, train, val, collator, compute_metrics, workdir, fea
                                    cache_dir=f"{workdir}/cache", desc="Features of the validation split")
     features_done = time.perf_counter()
     recorder = make_recorder()
-    trainer = Trainer(model=model, args=training_arguments(f"{workdir}/medheads", True, **overrides),
-                      train_dataset=train_features, eval_dataset=val_features, data_collator=default_data_collator,
-                      compute_metrics=compute_metrics, callbacks=[recorder])
-    quiet(trainer)
+    trainer = make_trainer([recorder], model=model, args=training_arguments(f"{workdir}/medheads", True, **overrides),
+                           train_dataset=train_features, eval_dataset=val_features,
+                           data_collator=default_data_collator, compute_metrics=compute_metrics)
     trainer.train()
     end = time.perf_counter()
     return {"seconds": end - start, "feature_seconds": features_done - start, "head_training_seconds":
-            end - features_done, "steps": trainer.state.global_step, "losses": recorder.losses,
+            end - features_done, "steps": trainer.state.global_step, "losses": trainer.step_losses,
             "evaluations": recorder.evaluations, "measured": "in full"}
 
 
-def run_baseline(base_model, train, val, collator, workdir, steps: int, eval_examples: int, **overrides) -> dict:
-    """The Trainer through the frozen encoder, stopped after `steps` steps of epoch 1 and extrapolated to 10 epochs."""
-    from transformers import Trainer
-
+def measure_baseline(base_model, train, val, collator, workdir, steps: int, eval_examples: int,
+                     **overrides) -> dict:
+    """One sample of the Trainer through the frozen encoder: `steps` steps of epoch 1, then `eval_examples`
+    validation examples evaluated."""
     epochs = overrides.get("num_train_epochs", HYPERPARAMETERS["num_train_epochs"])
     batch = overrides.get("per_device_train_batch_size", HYPERPARAMETERS["per_device_train_batch_size"])
     steps_per_epoch = math.ceil(len(train) / batch)
@@ -197,26 +202,56 @@ def run_baseline(base_model, train, val, collator, workdir, steps: int, eval_exa
     steps = max(1, min(steps, steps_per_epoch))
     model = copy.deepcopy(base_model)
     recorder = make_recorder(stop_after=steps)
-    trainer = Trainer(model=model, args=training_arguments(workdir, False, **overrides), train_dataset=train,
-                      data_collator=collator, callbacks=[recorder])
-    quiet(trainer)
+    trainer = make_trainer([recorder], model=model, args=training_arguments(workdir, False, **overrides),
+                           train_dataset=train, data_collator=collator)
     trainer.train()
-    durations = np.diff(recorder.step_ends)  # steps 2..N
+    durations = np.diff(recorder.step_ends)  # steps 2..N: step 1 includes the data loader's start-up
     if len(durations) == 0:
         durations = np.array([recorder.step_ends[0] - recorder.start])
-    per_step = float(durations.mean())
     sample = val.select(range(min(eval_examples, len(val))))
     start = time.perf_counter()
     trainer.evaluate(eval_dataset=sample)
-    eval_seconds = time.perf_counter() - start
-    total_steps = epochs * steps_per_epoch
-    eval_full = eval_seconds * len(val) / len(sample)
-    return {"seconds": per_step * total_steps + epochs * eval_full, "measured_steps": len(recorder.step_ends),
-            "seconds_per_step": per_step, "step_seconds": durations.tolist(), "total_steps": total_steps,
-            "eval_examples_measured": len(sample), "eval_seconds_measured": eval_seconds,
-            "eval_seconds_per_epoch_estimated": eval_full, "losses": recorder.losses,
-            "measured": f"{len(recorder.step_ends)} of {total_steps} training steps and {len(sample)} of {len(val)} "
-                        "validation examples; extrapolated linearly to the full run"}
+    return {"step_seconds": durations.tolist(), "measured_steps": len(recorder.step_ends), "losses":
+            trainer.step_losses, "eval_examples": len(sample), "eval_seconds": time.perf_counter() - start,
+            "total_steps": epochs * steps_per_epoch, "epochs": epochs, "validation_examples": len(val)}
+
+
+def combine_baseline(samples: list[dict]) -> dict:
+    """Extrapolate the samples (taken before and after the cached run) linearly to the full run."""
+    durations = np.concatenate([sample["step_seconds"] for sample in samples])
+    per_step = float(durations.mean())
+    eval_per_example = sum(s["eval_seconds"] for s in samples) / sum(s["eval_examples"] for s in samples)
+    first = samples[0]
+    eval_full = eval_per_example * first["validation_examples"]
+    measured = sum(s["measured_steps"] for s in samples)
+    return {"seconds": per_step * first["total_steps"] + first["epochs"] * eval_full, "seconds_per_step": per_step,
+            "total_steps": first["total_steps"], "measured_steps": measured, "step_seconds": durations.tolist(),
+            "eval_examples_measured": sum(s["eval_examples"] for s in samples),
+            "eval_seconds_measured": sum(s["eval_seconds"] for s in samples),
+            "eval_seconds_per_epoch_estimated": eval_full, "losses": first["losses"],
+            "samples_losses": [s["losses"] for s in samples],
+            "measured": f"{len(samples)} runs of {first['measured_steps']} steps (before and after the cached run) of "
+                        f"{first['total_steps']} training steps, and {first['eval_examples']} of "
+                        f"{first['validation_examples']} validation examples per run; extrapolated linearly"}
+
+
+def run_sides(base, medheads_args: tuple, baselines: dict, steps: int, eval_examples: int, workdir: str,
+              overrides: dict, medheads_kwargs: dict | None = None) -> dict:
+    """Baseline samples, the full cached run, baseline samples again: a change in the machine's load hits all sides.
+
+    `baselines`: {side: (train, val, collator)}.
+    """
+    samples = {side: [] for side in baselines}
+    for side, (train, val, collator) in baselines.items():
+        samples[side].append(measure_baseline(base, train, val, collator, f"{workdir}/{side}-1", steps,
+                                              eval_examples, **overrides))
+    sides = {"medheads_cached": run_medheads(base, *medheads_args, workdir, **(medheads_kwargs or {}), **overrides)}
+    for side, (train, val, collator) in reversed(list(baselines.items())):
+        samples[side].append(measure_baseline(base, train, val, collator, f"{workdir}/{side}-2", steps,
+                                              eval_examples, **overrides))
+    for side in baselines:
+        sides[side] = combine_baseline(samples[side])
+    return sides
 
 
 def compare_losses(sides: dict, reference_side: str, others, name: str) -> dict:
@@ -225,8 +260,10 @@ def compare_losses(sides: dict, reference_side: str, others, name: str) -> dict:
     checks = {}
     for side in others:
         losses = np.array(sides[side]["losses"])
-        np.testing.assert_allclose(losses, reference[:len(losses)], rtol=1e-4, atol=1e-6,
-                                   err_msg=f"{name} {side}: training losses differ from the cached-feature run")
+        for run_losses in sides[side].get("samples_losses", [losses]):
+            run_losses = np.array(run_losses)
+            np.testing.assert_allclose(run_losses, reference[:len(run_losses)], rtol=1e-4, atol=1e-6,
+                                       err_msg=f"{name} {side}: training losses differ from the cached-feature run")
         checks[f"{side}_losses_match_steps"] = len(losses)
         checks[f"{side}_max_abs_loss_diff"] = float(np.abs(losses - reference[:len(losses)]).max())
     return checks
@@ -249,12 +286,10 @@ def run_dataset(name: str, encoder: str, data_dir, head_hidden_size: int, n_trai
     compute = compute_metrics_for(problem_type, names)
 
     with tempfile.TemporaryDirectory(prefix="medheads-bench-") as workdir:
-        sides = {"medheads_cached": run_medheads(base, dynamic["train"], dynamic["val"], collator, compute, workdir,
-                                                 **overrides)}
-        sides["seed_padded_to_max"] = run_baseline(base, padded["train"], padded["val"], default_data_collator,
-                                                   f"{workdir}/a", baseline_steps, baseline_eval_examples, **overrides)
-        sides["dynamic_padding"] = run_baseline(base, dynamic["train"], dynamic["val"], collator, f"{workdir}/b",
-                                                baseline_steps, baseline_eval_examples, **overrides)
+        sides = run_sides(base, (dynamic["train"], dynamic["val"], collator, compute),
+                          {"seed_padded_to_max": (padded["train"], padded["val"], default_data_collator),
+                           "dynamic_padding": (dynamic["train"], dynamic["val"], collator)},
+                          baseline_steps, baseline_eval_examples, workdir, overrides)
 
     checks = compare_losses(sides, "medheads_cached", ("seed_padded_to_max", "dynamic_padding"), name)
     final = sides["medheads_cached"]["evaluations"][-1]

@@ -67,13 +67,13 @@ def encode_all(model, inputs: list[dict], times: list | None = None) -> list[tor
     return outputs
 
 
-def memory_sides(encoder: str | None, data_dir, n_docs: int, window: int) -> dict:
-    """Subprocess entry point: peak resident memory of each side over all sampled documents."""
+def memory_sides(encoder: str, documents: list[list[int]], window: int) -> dict:
+    """Subprocess entry point: peak resident memory of each side over the given documents (token ids)."""
+    from transformers import AutoTokenizer
+
     common.set_threads()
     common.quiet_transformers()
-    encoder = encoder or common.minilm_path()
-    _, documents, tokenizer = load_documents(encoder, data_dir, n_docs)
-    inputs = side_inputs(documents, tokenizer, window)
+    inputs = side_inputs(documents, AutoTokenizer.from_pretrained(encoder), window)
     model = build_model(encoder, window)
     encode_all(model, inputs["truncated"][:1])
     results = {}
@@ -107,7 +107,7 @@ def run(encoder=None, data_dir=None, n_docs=16, window=512, repeats=3, measure_m
     for i in np.flatnonzero(short):
         torch.testing.assert_close(outputs["chunked_all_windows"][i], outputs["truncated"][i], rtol=0, atol=0)
     memory = common.probe_memory("benchmarks.long_documents", "memory_sides", encoder=encoder,
-                                 data_dir=data_dir and str(data_dir), n_docs=n_docs, window=window) \
+                                 documents=[list(map(int, ids)) for ids in documents], window=window) \
         if measure_memory else {}
 
     sides = {}

@@ -131,9 +131,10 @@ def render_training_dataset(name: str, d: dict) -> list[str]:
 
 
 def render_frozen_training(r: dict) -> list[str]:
-    out = ["Timed from the first encoder call to the end of training. Baselines extrapolated from a measured sample "
-           "(a full 10-epoch baseline would take over an hour here): mean duration of measured steps 2..N times the "
-           "10-epoch step count, plus 10 validation passes scaled from a measured sample. Same model class "
+    out = ["Timed from the first encoder call to the end of training. Baselines extrapolated from measured samples "
+           "(a full 10-epoch baseline would take over an hour here), taken once before and once after the cached "
+           "run: mean duration of the measured steps (each sample's first step left out) times the 10-epoch step "
+           "count, plus 10 validation passes scaled from the measured validation examples. Same model class "
            "(`FrozenEncoderMultiLabel`, MiniLM, mean pooling, MLP 384-384 ReLU, dropout 0.2) and weights for all "
            "sides; the baselines keep the encoder in eval mode under no_grad (the seed left dropout on, which only "
            "makes it slower).", ""]

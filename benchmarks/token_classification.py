@@ -17,7 +17,7 @@ import torch
 
 from benchmarks import common
 
-DEFAULTS = dict(encoder=None, data_dir=None, n_sentences=320, batch_size=32, layers=[2, 3, 6], repeats=5,
+DEFAULTS = dict(encoder=None, data_dir=None, n_sentences=256, batch_size=32, layers=[2, 3, 6], repeats=4,
                 max_length=512, measure_memory=True)
 
 
@@ -98,7 +98,7 @@ def check_slow_path(fast_models: dict, stock, batches) -> dict:
     return diffs
 
 
-def run(encoder=None, data_dir=None, n_sentences=320, batch_size=32, layers=(2, 3, 6), repeats=5, max_length=512,
+def run(encoder=None, data_dir=None, n_sentences=256, batch_size=32, layers=(2, 3, 6), repeats=4, max_length=512,
         measure_memory=True) -> dict:
     from transformers import AutoTokenizer
 
