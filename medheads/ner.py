@@ -687,6 +687,8 @@ def check_arguments(model_args: ModelArguments, data_args: NerDataArguments,
         )
     if not (training_args.do_train or training_args.do_eval or training_args.do_predict):
         raise NerInputError("nothing to do: pass --do_train, --do_eval and/or --do_predict")
+    if not getattr(training_args, "eval_do_concat_batches", True):
+        raise NerInputError("--eval_do_concat_batches false is not supported: the metrics need all predictions")
     if getattr(training_args, "batch_eval_metrics", False):
         raise NerInputError("--batch_eval_metrics is not supported: NER metrics are computed over whole sentences")
     if data_args.max_seq_length is not None and data_args.max_seq_length < 3:
@@ -810,9 +812,6 @@ def run(model_args: ModelArguments, data_args: NerDataArguments, training_args: 
         arguments["label_list"] = label_list
         arguments["max_seq_length_used"] = max_seq_length
         write_run_summary(str(output_dir), SCRIPT_NAME, arguments, all_metrics, plots)
-        if not training_args.do_train:  # evaluation only: still leave a loadable folder
-            model.save_pretrained(output_dir)
-            tokenizer.save_pretrained(output_dir)
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.barrier()
     return all_metrics

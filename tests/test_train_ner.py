@@ -299,6 +299,44 @@ def test_interrupted_run_resumes_to_the_same_result(encoder_dir, tmp_path):
     assert resumed["eval_loss"] == pytest.approx(full["eval_loss"], rel=1e-4)
 
 
+@needs_jnlpba
+@pytest.mark.slow
+def test_accelerate_launch_two_processes(encoder_dir, tmp_path):
+    """`accelerate launch` with two CPU processes (torchrun launcher, gloo): one set of files, predictions gathered
+    in order without the duplicates that pad the last batch, the same metrics as medheads.metrics on them."""
+    import socket
+    import subprocess
+    import sys
+
+    accelerate = Path(sys.executable).parent / "accelerate"
+    if not accelerate.exists():
+        pytest.skip(f"no accelerate CLI next to {sys.executable}")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    out = tmp_path / "out"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "CUDA_VISIBLE_DEVICES": "",
+           "PYTHONPATH": str(REPO)}
+    command = [str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+               "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(port),
+               str(REPO / "scripts" / "train_ner.py"), *jnlpba_args(encoder_dir, out, "--test_file",
+                                                                    str(JNLPBA / "devel.tsv"), "--max_predict_samples",
+                                                                    "13", "--do_predict",
+                                                                    "--dataloader_pin_memory", "false")]
+    # 24 validation / 13 test sentences at eval batch 32 per process: the last (only) batch is padded on one process.
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert result.stdout.count("distributed True") + result.stderr.count("distributed True") == 2
+    state = json.loads((out / "trainer_state.json").read_text())
+    assert state["global_step"] == 4  # 64 sentences / (2 processes x 16) = 2 steps per epoch (one process: 4)
+    results = json.loads((out / "all_results.json").read_text())
+    for split, prefix, limit in (("validation", "eval", 24), ("test", "predict", 13)):
+        _, gold, pred = read_predictions(out / f"{split}_predictions.tsv")
+        assert gold == read_conll_tags(JNLPBA / "devel.tsv", limit)
+        assert results[f"{prefix}_f1"] == pytest.approx(ner_metrics(gold, pred)["f1"])
+        assert results[f"{prefix}_samples"] == limit
+
+
 @needs_ncbi
 def test_json_config_invocation(encoder_dir, tmp_path):
     """The shipped NCBI config, pointed at the tiny encoder and a small slice, runs as one JSON argument."""
@@ -320,7 +358,9 @@ def test_json_config_invocation(encoder_dir, tmp_path):
 
     assert HiddenLayerTokenClassifier.from_pretrained(tmp_path / "ncbi").encoder.config.num_hidden_layers == 2
     assert saved["id2label"] == {"0": "O", "1": "B-Disease", "2": "I-Disease"}
-    for name in ("ner_jnlpba.json", "ner_ncbi_disease.json"):  # every shipped config parses
+    shipped_configs = sorted(p.name for p in (REPO / "configs").glob("ner_*.json"))
+    assert {"ner_jnlpba.json", "ner_ncbi_disease.json"} <= set(shipped_configs)
+    for name in shipped_configs:  # every shipped config parses
         from medheads.ner import ModelArguments, NerDataArguments, NerTrainingArguments
         from medheads.training import parse_args
 
