@@ -537,8 +537,8 @@ def make_image_processor(image_size: int, image_mean=None, image_std=None, resam
         from transformers.models.vit.image_processing_pil_vit import ViTImageProcessorPil as processor_class
     kwargs = {"resample": resample} if resample is not None else {}
     return processor_class(size={"height": image_size, "width": image_size}, do_convert_rgb=True,
-                           image_mean=list(image_mean or DEFAULT_MEAN_STD), image_std=list(image_std or DEFAULT_MEAN_STD),
-                           **kwargs)
+                           image_mean=list(image_mean or DEFAULT_MEAN_STD),
+                           image_std=list(image_std or DEFAULT_MEAN_STD), **kwargs)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -839,15 +839,23 @@ def plot_roc_curve(labels: Sequence[int], logits: np.ndarray, path, title: str =
     return path
 
 
+def _display(source: str) -> str:
+    """`/long/path/data.npz [val]` -> `data.npz [val]`."""
+    head, sep, tail = source.partition(" [")
+    return Path(head).name + sep + tail
+
+
 def report_split(split: str, labels: np.ndarray, logits: np.ndarray, class_names: list[str], output_dir: Path,
-                 metrics: dict) -> tuple[str, list[Path]]:
-    """The classification report section and the plots of one evaluated split."""
+                 metrics: dict, source: str | None = None) -> tuple[str, list[Path]]:
+    """The classification report section and the plots of one evaluated split (`eval` or `predict`)."""
     from sklearn.metrics import classification_report
 
     from .plots import plot_confusion_matrix, plot_per_label_f1
 
     predictions = logits.argmax(axis=1)
     title = {"eval": "validation", "predict": "test"}.get(split, split)
+    if source:
+        title = f"{title}: {_display(source)}"
     plots = [plot_confusion_matrix(labels, predictions, class_names, output_dir / f"confusion_matrix_{split}.png",
                                    title=f"Confusion matrix ({title})"),
              plot_per_label_f1({name: metrics[f"{split}_f1_{metric_key(name)}"] for name in class_names},
@@ -856,7 +864,7 @@ def report_split(split: str, labels: np.ndarray, logits: np.ndarray, class_names
         plots.append(plot_roc_curve(labels, logits, output_dir / f"roc_curve_{split}.png", f"ROC curve ({title})"))
     matrix = confusion(labels, logits, len(class_names))
     width = max(len(name) for name in class_names) + 2
-    lines = [f"== {title} ({len(labels)} images) ==", "",
+    lines = [f"== {title}, {len(labels)} images ==", "",
              classification_report(labels, predictions, labels=list(range(len(class_names))),
                                    target_names=class_names, digits=4, zero_division=0)]
     if f"{split}_roc_auc" in metrics:
@@ -963,7 +971,7 @@ def run(args: Sequence[str] | None = None) -> dict:
         results.update(split_metrics)
         if trainer.is_world_process_zero():
             section, split_plots = report_split(prefix, np.asarray(output.label_ids), np.asarray(output.predictions),
-                                                data.class_names, output_dir, split_metrics)
+                                                data.class_names, output_dir, split_metrics, data.sources[split])
             report += section
             plots += split_plots
             results[f"{prefix}_confusion_matrix"] = confusion(output.label_ids, output.predictions, num_classes)

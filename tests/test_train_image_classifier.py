@@ -212,7 +212,7 @@ def test_frozen_vit_on_image_folders_is_a_complete_pipeline_folder(vit_dir, imag
                  "confusion_matrix_predict.png"):
         assert plot in summary["plots"] and (out / plot).is_file(), plot
     report = (out / "classification_report.txt").read_text()
-    assert "validation (12 images)" in report and "test (10 images)" in report and "pneumonia" in report
+    assert "== validation: val, 12 images ==" in report and "== test: test, 10 images ==" in report
 
     # The saved folder is a pipeline folder; its predictions reproduce the reported validation accuracy.
     from transformers import pipeline
@@ -291,7 +291,8 @@ def test_deit_trained_end_to_end_from_a_json_config_and_a_saved_dataset(deit_dir
         "model_name_or_path": str(deit_dir), "dataset_name": str(saved), "image_column_name": "xray",
         "label_column_name": "finding", "freeze_backbone": False, "head": "cls", "image_size": 32,
         "balance": "loss", "num_train_epochs": 1, "per_device_train_batch_size": 16, "learning_rate": 1e-3,
-        "hold_out_validation": True, "train_val_split": 0.25, "max_train_samples": 64, "do_train": True, "do_eval": True, "do_predict": True, "output_dir": str(out),
+        "hold_out_validation": True, "train_val_split": 0.25, "max_train_samples": 64, "do_train": True,
+        "do_eval": True, "do_predict": True, "output_dir": str(out),
         "disable_tqdm": True, "dataloader_pin_memory": False}))
     run([str(config), "--seed", "7"])  # a JSON file of arguments, then flags that override it
     metrics = results(out)
