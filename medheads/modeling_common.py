@@ -105,6 +105,9 @@ class MedheadsPreTrainedModel(PreTrainedModel):
     _supports_flex_attn = True
     _supports_attention_backend = True
     _no_split_modules = []
+    # The losses are means over the batch; Trainer must scale them for gradient accumulation itself rather than
+    # pass `num_items_in_batch` through `**kwargs` (which would reach the encoder and leave the loss unscaled).
+    accepts_loss_kwargs = False
 
     def _init_weights(self, module):
         if isinstance(module, nn.Linear) and getattr(module, "_is_medheads_head", False):

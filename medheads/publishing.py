@@ -304,6 +304,8 @@ def _load_metrics(model_dir: Path) -> dict:
                 data = _read_json(path)
             except ValueError:
                 continue
+            if isinstance(data, dict) and isinstance(data.get("metrics"), dict):
+                data = data["metrics"]  # a training script's run summary nests its numbers
             if isinstance(data, dict):
                 metrics.update({k: _fmt(v) for k, v in data.items()
                                 if isinstance(v, (int, float)) and not isinstance(v, bool)})

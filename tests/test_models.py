@@ -316,3 +316,23 @@ def test_model_types_are_namespaced_and_do_not_collide():
     for config_class in (HiddenLayerTokenClassifierConfig, FrozenEncoderMultiLabelConfig, ViTPatchClassifierConfig):
         assert config_class.model_type.startswith("medheads-")
         assert config_class.model_type not in CONFIG_MAPPING_NAMES
+
+
+def test_trainer_scales_losses_for_gradient_accumulation(tmp_path):
+    """One step of batch 4 equals two accumulated steps of batch 2 (the loss is a batch mean, not a sum)."""
+    import datasets
+    from transformers import Trainer, TrainingArguments
+
+    ids, mask = random_ids(batch=4, length=9, pad_last=0)
+    data = datasets.Dataset.from_dict({"input_ids": ids.tolist(), "attention_mask": mask.tolist(),
+                                       "labels": torch.randint(0, len(NER_LABELS), ids.shape).tolist()})
+    weights = []
+    for batch, accumulation in ((4, 1), (2, 2)):
+        torch.manual_seed(0)
+        model = ner_model(classifier_dropout=0.0, freeze_encoder=True)  # no dropout anywhere: same forward
+        args = TrainingArguments(output_dir=str(tmp_path / str(batch)), per_device_train_batch_size=batch,
+                                 gradient_accumulation_steps=accumulation, max_steps=1, learning_rate=0.1, optim="sgd",
+                                 report_to="none", use_cpu=True, save_strategy="no", disable_tqdm=True)
+        Trainer(model=model, args=args, train_dataset=data).train()
+        weights.append(model.classifier.weight.detach().clone())
+    torch.testing.assert_close(weights[0], weights[1], rtol=1e-4, atol=1e-6)

@@ -10,7 +10,7 @@ from transformers import (
 )
 
 WORDS = (
-    "the of and in a to with was is for patient chest x ray ct mri scan abdomen pelvis brain spine lung heart "
+    "the of and in a to with was is has il 2 for patient chest x ray ct mri scan abdomen pelvis brain spine lung heart "
     "protein dna rna cell line type il-2 gene expression receptor kinase t cells b human cancer tumor disease "
     "breast colon syndrome deficiency mutation pain history normal left right lower upper anterior posterior view "
     "axial sagittal image shows mass lesion fracture . , ( ) - ; :"
@@ -25,7 +25,7 @@ def make_tokenizer(folder: Path) -> BertTokenizerFast:
     folder.mkdir(parents=True, exist_ok=True)
     vocab_file = folder / "vocab.txt"
     vocab_file.write_text("\n".join(VOCAB) + "\n")
-    return BertTokenizerFast(vocab_file=str(vocab_file), do_lower_case=True, model_max_length=64)
+    return BertTokenizerFast(vocab=str(vocab_file), do_lower_case=True, model_max_length=64)
 
 
 def encoder_config(arch: str = "bert", layers: int = 4):
