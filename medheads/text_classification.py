@@ -593,17 +593,18 @@ def gold_strings(rows: list[dict], problem_type: str) -> list[str]:
     return [";".join(row["labels"]) if problem_type == MULTI_LABEL else row["label"] for row in rows]
 
 
-def _features_for(model, split: str, dataset, model_args, training_args, collator):
+def _features_for(model, split: str, inputs, labeled, model_args, training_args, collator):
+    """Cached pooled features of `inputs` (a dataset of token ids only, so the cache is keyed on the texts and the
+    encoder, not on the label set), with the labels of `labeled` attached."""
     from .features import cached_features
 
     start = time.perf_counter()
     with feature_config(model):
-        features = cached_features(model, dataset.remove_columns("labels"), collator, feature_name="pooled_features",
-                                   keep_columns=(), batch_size=model_args.feature_batch_size,
-                                   cache_dir=model_args.feature_cache_dir, training_args=training_args,
-                                   desc=f"Encoder features ({split})")
+        features = cached_features(model, inputs, collator, feature_name="pooled_features", keep_columns=(),
+                                   batch_size=model_args.feature_batch_size, cache_dir=model_args.feature_cache_dir,
+                                   training_args=training_args, desc=f"Encoder features ({split})")
     elapsed = time.perf_counter() - start
-    features = features.with_format(None).add_column("labels", dataset["labels"], feature=dataset.features["labels"])
+    features = features.with_format(None).add_column("labels", labeled["labels"], feature=labeled.features["labels"])
     return features.with_format("torch"), elapsed
 
 
@@ -658,14 +659,14 @@ def run(model_args: ModelArguments, data_args: TextDataArguments, training_args:
     model = build_model(model_args, kind, problem_type, dict(enumerate(labels)))
     if kind == "saved" and model_args.max_chunk_length not in (None, model.config.max_chunk_length):
         logger.warning("--max_chunk_length is ignored when continuing from a saved model (it keeps its own).")
-    encoded = {}
+    encoded, unlabeled = {}, {}
     for name, rows in splits.items():
         inputs = tokenize(tokenizer, [row["text"] for row in rows], model_args.max_seq_length)
         targets = encode_targets(rows, labels, problem_type)
-        label_feature = (datasets.Sequence(datasets.Value("float32"), length=len(labels)) if multi_label
-                         else datasets.Value("int64"))
         features = datasets.Features({key: datasets.Sequence(datasets.Value("int32")) for key in inputs})
-        features["labels"] = label_feature
+        unlabeled[name] = datasets.Dataset.from_dict(inputs, features=features)
+        features["labels"] = (datasets.Sequence(datasets.Value("float32"), length=len(labels)) if multi_label
+                              else datasets.Value("int64"))
         encoded[name] = datasets.Dataset.from_dict({**inputs, "labels": targets.tolist()}, features=features)
     collator = DataCollatorWithPadding(tokenizer)
     feature_seconds = {}
@@ -673,8 +674,8 @@ def run(model_args: ModelArguments, data_args: TextDataArguments, training_args:
         model.to(training_args.device)
         data = {}
         for name, dataset in encoded.items():
-            data[name], feature_seconds[name] = _features_for(model, name, dataset, model_args, training_args,
-                                                              collator)
+            data[name], feature_seconds[name] = _features_for(model, name, unlabeled[name], dataset, model_args,
+                                                              training_args, collator)
         data_collator = default_data_collator
     else:
         data, data_collator = encoded, collator

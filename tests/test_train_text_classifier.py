@@ -232,7 +232,8 @@ def test_multiclass_mtsamples_from_json_config(encoder_dir, mts_slice, tmp_path)
 def test_feature_cache_gives_the_same_training_as_the_frozen_encoder(encoder_dir, roco_slice, tmp_path):
     def run(flag, name):
         out = tmp_path / name
-        main(common(encoder_dir, out, tmp_path / "cache", epochs=2) + [
+        extra = ["--min_label_count", "5"] if name == "fewer_labels" else []
+        main(common(encoder_dir, out, tmp_path / "cache", epochs=2) + extra + [
             "--train_file", str(roco_slice), "--text_column_name", "caption", "--label_column_name", "cuis_manual",
             "--max_train_samples", "64", "--do_train", "--do_eval", "--logging_steps", "1",
             "--use_feature_cache", flag])
@@ -247,6 +248,9 @@ def test_feature_cache_gives_the_same_training_as_the_frozen_encoder(encoder_dir
     assert cached["eval_micro_f1"] == pytest.approx(direct["eval_micro_f1"], abs=1e-6)
     assert cached["eval_loss"] == pytest.approx(direct["eval_loss"], rel=1e-4)
     assert len(list((tmp_path / "cache").iterdir())) == 2  # train and validation features, computed once each
+    # another label set on the same texts (a different head) reuses the features: the cache is keyed on texts+weights
+    run("true", "fewer_labels")
+    assert len(list((tmp_path / "cache").iterdir())) == 2
 
 
 @needs_data
