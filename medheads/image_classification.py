@@ -41,8 +41,8 @@ from .data import DataFormatError, read_image_folder, read_npz_images
 from .features import cached_features
 from .metrics import classification_metrics, metric_key
 from .training import (
-    DataArguments, MedheadsTrainingArguments, dataclass_dict, parse_args, resume_checkpoint, save_split_metrics,
-    setup_logging, write_run_summary,
+    DataArguments, MedheadsTrainingArguments, dataclass_dict, json_to_flags, parse_args, resume_checkpoint,
+    save_split_metrics, setup_logging, write_run_summary,
 )
 
 logger = logging.getLogger("medheads")
@@ -154,42 +154,18 @@ class ImageDataArguments(DataArguments):
 
 def explicit_keys(args: Sequence[str] | None) -> set[str]:
     """The argument names the user gave (on the command line or in the JSON file), so defaults can depend on them."""
-    args = sys.argv[1:] if args is None else list(args)
-    if len(args) == 1 and str(args[0]).endswith(".json"):
+    args = sys.argv[1:] if args is None else [str(arg) for arg in args]
+    if args and args[0].endswith(".json") and not args[0].startswith("-"):
         try:
-            return set(json.loads(Path(args[0]).read_text()))
-        except (OSError, ValueError, TypeError):
-            return set()
+            args = json_to_flags(args[0]) + args[1:]
+        except ValueError:
+            return set()  # parse_args reports the unreadable file
     keys = set()
     for arg in map(str, args):
         if arg.startswith("--"):
             name = arg[2:].split("=", 1)[0].replace("-", "_")
             keys.add(name[3:] if name.startswith("no_") else name)
     return keys
-
-
-def json_to_flags(path: str) -> list[str]:
-    """The flags a JSON argument file stands for, so flags after it can override its values
-    (`configs/image_pneumoniamnist_scratch.json --num_train_epochs 5`)."""
-    try:
-        values = json.loads(Path(path).read_text())
-    except (OSError, ValueError) as error:
-        raise ArgumentError(f"argument file {path}: {error}") from None
-    if not isinstance(values, dict):
-        raise ArgumentError(f"argument file {path} must hold one JSON object of argument names and values")
-    flags = []
-    for key, value in values.items():
-        if value is None:
-            continue
-        if isinstance(value, bool):
-            flags += [f"--{key}", str(value).lower()]
-        elif isinstance(value, (list, tuple)):
-            flags += [f"--{key}", *map(str, value)]
-        elif isinstance(value, dict):
-            flags += [f"--{key}", json.dumps(value)]
-        else:
-            flags += [f"--{key}", str(value)]
-    return flags
 
 
 def check_arguments(model_args: ModelArguments, data_args: ImageDataArguments, training_args) -> None:
@@ -879,8 +855,6 @@ def report_split(split: str, labels: np.ndarray, logits: np.ndarray, class_names
 def run(args: Sequence[str] | None = None) -> dict:
     """Parse arguments, check the inputs, train / evaluate / predict, and write the outputs. Returns all metrics."""
     args = sys.argv[1:] if args is None else list(map(str, args))
-    if len(args) > 1 and args[0].endswith(".json") and not args[0].startswith("-"):
-        args = json_to_flags(args[0]) + args[1:]  # a JSON file of arguments, then flags that override it
     model_args, data_args, training_args = parse_args(
         (ModelArguments, ImageDataArguments, MedheadsTrainingArguments), args)
     given = explicit_keys(args)
@@ -1000,5 +974,5 @@ __all__ = [
     "ModelArguments", "ImageDataArguments", "ArgumentError", "ImageData", "check_arguments", "load_image_data",
     "check_images", "augment_image", "ImageTransform", "make_image_processor", "inspect_model_source", "build_model",
     "class_weights", "EpochWeightedRandomSampler", "ImageClassificationTrainer", "image_metrics", "confusion",
-    "main_metric", "plot_roc_curve", "report_split", "explicit_keys", "json_to_flags", "run", "main",
+    "main_metric", "plot_roc_curve", "report_split", "explicit_keys", "run", "main",
 ]

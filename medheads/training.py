@@ -52,20 +52,40 @@ class DataArguments:
     max_predict_samples: int | None = field(default=None, metadata={"help": "Keep only the first N test examples."})
 
 
+def json_to_flags(path: str | os.PathLike) -> list[str]:
+    """The command-line flags a JSON argument file stands for (`{"num_train_epochs": 3}` -> `--num_train_epochs 3`),
+    so flags given after the file can override its values."""
+    try:
+        values = json.loads(Path(path).read_text())
+    except OSError as error:
+        raise ValueError(f"argument file {path} cannot be read: {error.strerror or error}") from None
+    except json.JSONDecodeError as error:
+        raise ValueError(f"argument file {path} is not valid JSON: {error}") from None
+    if not isinstance(values, dict):
+        raise ValueError(f"argument file {path} must hold one JSON object of argument names and values")
+    flags: list[str] = []
+    for key, value in values.items():
+        if value is None:
+            continue
+        if isinstance(value, (list, tuple)):
+            flags += [f"--{key}", *(str(item) for item in value)]
+        else:  # `--key=value`: a value like "-1,-2" must not be read as a flag
+            text = str(value).lower() if isinstance(value, bool) else json.dumps(value) if isinstance(value, dict) \
+                else str(value)
+            flags.append(f"--{key}={text}")
+    return flags
+
+
 def parse_args(dataclass_types: tuple, args: list[str] | None = None):
-    """Parse command-line flags, or a single `.json` file holding them, into the given dataclasses."""
+    """Parse command-line flags into the given dataclasses. A first argument ending in `.json` is a file of
+    arguments; flags after it override its values (`configs/ner_jnlpba.json --num_train_epochs 1`)."""
     parser = HfArgumentParser(dataclass_types)
-    args = sys.argv[1:] if args is None else list(args)
-    if len(args) == 1 and args[0].endswith(".json"):
-        path = Path(args[0])
-        if not path.is_file():
-            parser.error(f"argument file {path} does not exist")
+    args = sys.argv[1:] if args is None else [str(arg) for arg in args]
+    if args and args[0].endswith(".json") and not args[0].startswith("-"):
         try:
-            return parser.parse_json_file(json_file=str(path.resolve()))
-        except json.JSONDecodeError as error:
-            parser.error(f"{path} is not valid JSON: {error}")
-        except ValueError as error:  # unknown keys
-            parser.error(f"{path}: {error}")
+            args = json_to_flags(args[0]) + args[1:]
+        except ValueError as error:
+            parser.error(str(error))
     return parser.parse_args_into_dataclasses(args=args)
 
 
@@ -130,6 +150,6 @@ def dataclass_dict(*objects) -> dict:
 
 
 __all__ = [
-    "MedheadsTrainingArguments", "DataArguments", "parse_args", "setup_logging", "resume_checkpoint",
+    "MedheadsTrainingArguments", "DataArguments", "json_to_flags", "parse_args", "setup_logging", "resume_checkpoint",
     "require_output_dir", "write_json", "save_split_metrics", "write_run_summary", "dataclass_dict", "logger",
 ]
