@@ -611,7 +611,6 @@ def _features_for(model, split: str, inputs, labeled, model_args, training_args,
 def run(model_args: ModelArguments, data_args: TextDataArguments, training_args: TextTrainingArguments) -> dict:
     """Train / evaluate / predict as the flags say; returns every metric (also written to all_results.json)."""
     import datasets
-    import torch
     from transformers import DataCollatorWithPadding, Trainer, default_data_collator, set_seed
 
     from .metrics import tune_thresholds
