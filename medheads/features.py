@@ -10,6 +10,7 @@ Never imported by modeling files.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 from contextlib import nullcontext
@@ -30,9 +31,19 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("MEDHEADS_FEATURE_CACHE", Path(datasets.config.HF_DATASETS_CACHE) / "medheads_features"))
 
 
+# Config entries that shape only the head, not `forward_features`: a new head or label set reuses cached features.
+HEAD_ONLY_KEYS = frozenset({
+    "id2label", "label2id", "num_labels", "problem_type", "thresholds", "head", "head_hidden_sizes",
+    "head_activation", "head_dropout", "patch_projection_size", "classifier_dropout", "architectures",
+    "freeze_backbone", "freeze_encoder", "_name_or_path", "transformers_version", "dtype",
+})
+
+
 def model_fingerprint(model: torch.nn.Module, skip_prefixes: Sequence[str] = ("head.",)) -> str:
-    """Digest of the config and of every weight that feeds the features (the head's weights are skipped)."""
-    digest = hashlib.sha256(model.config.to_json_string(use_diff=False).encode())
+    """Digest of the feature-relevant config and of every weight that feeds the features (the head's weights and
+    head-only settings such as labels, thresholds and head sizes are left out)."""
+    config = {k: v for k, v in model.config.to_dict().items() if k not in HEAD_ONLY_KEYS}
+    digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode())
     for name, tensor in sorted(model.state_dict().items()):
         if name.startswith(tuple(skip_prefixes)):
             continue

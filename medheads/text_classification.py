@@ -28,10 +28,8 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import sys
 import time
 from collections import Counter
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -421,22 +419,6 @@ def build_model(model_args: ModelArguments, kind: str, problem_type: str, id2lab
         raise InputError(str(error)) from None
 
 
-@contextmanager
-def feature_config(model):
-    """Let the feature cache key on what the features depend on (encoder, pooling, layer, window) and not on the
-    head: while computing features, the model carries a config with default head settings and no labels."""
-    from .configuration_frozen_encoder_multilabel import FrozenEncoderMultiLabelConfig
-
-    original = model.config
-    model.config = FrozenEncoderMultiLabelConfig(
-        encoder_config=original.encoder_config, pooling=original.pooling, feature_layer=original.feature_layer,
-        max_chunk_length=original.max_chunk_length)
-    try:
-        yield model
-    finally:
-        model.config = original
-
-
 def tokenize(tokenizer, texts: list[str], max_seq_length: int | None) -> dict[str, list]:
     if max_seq_length is None:
         # Long texts are pooled over windows by the model: the "longer than the maximum" warning does not apply.
@@ -599,10 +581,9 @@ def _features_for(model, split: str, inputs, labeled, model_args, training_args,
     from .features import cached_features
 
     start = time.perf_counter()
-    with feature_config(model):
-        features = cached_features(model, inputs, collator, feature_name="pooled_features", keep_columns=(),
-                                   batch_size=model_args.feature_batch_size, cache_dir=model_args.feature_cache_dir,
-                                   training_args=training_args, desc=f"Encoder features ({split})")
+    features = cached_features(model, inputs, collator, feature_name="pooled_features", keep_columns=(),
+                               batch_size=model_args.feature_batch_size, cache_dir=model_args.feature_cache_dir,
+                               training_args=training_args, desc=f"Encoder features ({split})")
     elapsed = time.perf_counter() - start
     features = features.with_format(None).add_column("labels", labeled["labels"], feature=labeled.features["labels"])
     return features.with_format("torch"), elapsed
@@ -811,36 +792,10 @@ def write_reports(output_dir: str, log_history: list, predictions: dict, splits:
     return [str(p) for p in plots]
 
 
-def json_to_flags(path: str) -> list[str]:
-    """The flags a JSON argument file stands for, so that flags after it can override its values."""
-    try:
-        values = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as error:
-        raise SystemExit(f"error: argument file {path}: {error}") from None
-    if not isinstance(values, dict):
-        raise SystemExit(f"error: argument file {path} must hold one JSON object of argument names and values")
-    flags = []
-    for key, value in values.items():
-        if value is None:
-            continue
-        if isinstance(value, bool):
-            flags += [f"--{key}", str(value).lower()]
-        elif isinstance(value, (list, tuple)):
-            flags += [f"--{key}", *(str(item) for item in value)]
-        elif isinstance(value, dict):
-            flags += [f"--{key}", json.dumps(value)]
-        else:
-            flags += [f"--{key}", str(value)]
-    return flags
-
-
 def main(args: list[str] | None = None) -> dict:
     """Entry point of `scripts/train_text_classifier.py`: flags, or one JSON file of arguments optionally followed
     by flags that override it (`configs/text_mtsamples.json --model_name_or_path /models/minilm`). Input errors exit
     with one line naming what to change."""
-    args = sys.argv[1:] if args is None else list(args)
-    if len(args) > 1 and args[0].endswith(".json") and not args[0].startswith("-"):
-        args = json_to_flags(args[0]) + args[1:]
     model_args, data_args, training_args = parse_args(ARGUMENT_CLASSES, args)
     try:
         return run(model_args, data_args, training_args)

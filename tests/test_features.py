@@ -104,3 +104,20 @@ def test_cached_image_features_give_the_same_losses(tmp_path):
                              length_column=None, cache_dir=tmp_path / "cache")
     assert cached[0]["token_features"].shape == (17, 32)
     np.testing.assert_allclose(train(model, cached, default_data_collator, tmp_path, "cached"), direct, rtol=1e-4)
+
+
+def test_a_new_head_or_label_set_reuses_the_cached_features(tiny_tokenizer, tmp_path):
+    dataset = text_dataset(tiny_tokenizer)
+    collator = DataCollatorWithPadding(tiny_tokenizer)
+    model = new_text_model()
+    cached_features(model, dataset, collator, feature_name="pooled_features", cache_dir=tmp_path)
+    other_head = FrozenEncoderMultiLabel(FrozenEncoderMultiLabelConfig(
+        encoder_config=model.config.encoder_config, id2label={0: "x", 1: "y"}, head_hidden_sizes=[], thresholds=0.3))
+    other_head.encoder.load_state_dict(model.encoder.state_dict())
+    cached_features(other_head, dataset, collator, feature_name="pooled_features", cache_dir=tmp_path)
+    assert len(list(tmp_path.iterdir())) == 1
+    other_pooling = FrozenEncoderMultiLabel(FrozenEncoderMultiLabelConfig(
+        encoder_config=model.config.encoder_config, id2label={0: "x", 1: "y"}, pooling="max"))
+    other_pooling.encoder.load_state_dict(model.encoder.state_dict())
+    cached_features(other_pooling, dataset, collator, feature_name="pooled_features", cache_dir=tmp_path)
+    assert len(list(tmp_path.iterdir())) == 2
