@@ -598,8 +598,6 @@ def run(model_args: ModelArguments, data_args: TextDataArguments, training_args:
 
     setup_logging(training_args)
     datasets.utils.logging.set_verbosity(training_args.get_process_log_level())
-    if training_args.should_log and training_args.log_level == "passive":
-        logger.setLevel(logging.INFO)  # this script's own progress (splits, labels, thresholds) on the main process
     logger.info("Training arguments: do_train=%s do_eval=%s do_predict=%s output_dir=%s", training_args.do_train,
                 training_args.do_eval, training_args.do_predict, training_args.output_dir)
 

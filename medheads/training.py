@@ -93,7 +93,9 @@ def setup_logging(training_args: TrainingArguments) -> None:
     logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", datefmt="%H:%M:%S",
                         handlers=[logging.StreamHandler(sys.stdout)])
     level = training_args.get_process_log_level()
-    logger.setLevel(level)
+    # medheads' own progress lines (splits, labels, thresholds, cache hits) show on the main process; transformers
+    # keeps the verbosity TrainingArguments gives it (--log_level).
+    logger.setLevel(min(level, logging.INFO) if training_args.should_log else level)
     transformers.utils.logging.set_verbosity(level)
     transformers.utils.logging.enable_default_handler()
     transformers.utils.logging.enable_explicit_format()
