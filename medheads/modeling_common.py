@@ -108,6 +108,15 @@ class MedheadsPreTrainedModel(PreTrainedModel):
     # The losses are means over the batch; Trainer must scale them for gradient accumulation itself rather than
     # pass `num_items_in_batch` through `**kwargs` (which would reach the encoder and leave the loss unscaled).
     accepts_loss_kwargs = False
+    # (submodule, config flag): the submodule stays in eval mode while the flag is set (no flag: always frozen)
+    _frozen_module: tuple[str, str | None] = ("encoder", None)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        name, flag = self._frozen_module
+        if flag is None or getattr(self.config, flag):
+            getattr(self, name).eval()  # frozen features are deterministic: no dropout in the encoder, ever
+        return self
 
     def _init_weights(self, module):
         if isinstance(module, nn.Linear) and getattr(module, "_is_medheads_head", False):

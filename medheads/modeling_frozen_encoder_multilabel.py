@@ -48,11 +48,6 @@ class FrozenEncoderMultiLabel(FrozenEncoderMultiLabelPreTrainedModel):
         self.post_init()
         freeze(self.encoder)
 
-    def train(self, mode: bool = True):
-        super().train(mode)
-        self.encoder.eval()  # frozen features are deterministic: no dropout in the encoder, ever
-        return self
-
     def get_input_embeddings(self):
         return self.encoder.get_input_embeddings()
 

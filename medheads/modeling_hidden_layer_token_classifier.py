@@ -38,6 +38,7 @@ class HiddenLayerTokenClassifierPreTrainedModel(MedheadsPreTrainedModel):
     main_input_name = "input_ids"
     input_modalities = ("text",)
     supports_gradient_checkpointing = True
+    _frozen_module = ("encoder", "freeze_encoder")
 
     def _init_weights(self, module):
         if isinstance(module, ScalarMix):
@@ -71,12 +72,6 @@ class HiddenLayerTokenClassifier(HiddenLayerTokenClassifierPreTrainedModel):
         """Fix the encoder's weights: no gradients, and eval mode even while the model trains."""
         self.config.freeze_encoder = True
         freeze(self.encoder)
-
-    def train(self, mode: bool = True):
-        super().train(mode)
-        if self.config.freeze_encoder:
-            self.encoder.eval()
-        return self
 
     def get_input_embeddings(self):
         return self.encoder.get_input_embeddings()

@@ -42,6 +42,7 @@ class ViTPatchClassifierPreTrainedModel(MedheadsPreTrainedModel):
     main_input_name = "pixel_values"
     input_modalities = ("image",)
     supports_gradient_checkpointing = True
+    _frozen_module = ("backbone", "freeze_backbone")
 
 
 class ViTPatchClassifier(ViTPatchClassifierPreTrainedModel):
@@ -62,12 +63,6 @@ class ViTPatchClassifier(ViTPatchClassifierPreTrainedModel):
         self.post_init()
         if config.freeze_backbone:
             freeze(self.backbone)
-
-    def train(self, mode: bool = True):
-        super().train(mode)
-        if self.config.freeze_backbone:
-            self.backbone.eval()
-        return self
 
     @classmethod
     def from_backbone(cls, backbone_name_or_path, head="patch", **config_kwargs) -> "ViTPatchClassifier":
