@@ -1,7 +1,8 @@
 """Benchmark 1: token-classification inference, `HiddenLayerTokenClassifier` on layer k vs `BertForTokenClassification`.
 
 Both run the same pretrained encoder over the same pre-tokenized, dynamically padded batches of JNLPBA devel sentences
-(words pre-split, `is_split_into_words=True`). The medheads model builds and runs only the first k of the L encoder
+(words pre-split, `is_split_into_words=True`), interleaved batch by batch in rotating order so that load swings of a
+shared machine hit every side alike. The medheads model builds and runs only the first k of the L encoder
 layers, so its forward costs about k/L of the stock model's: target speed-up >= 0.9 * L/k. Tokenization is done once
 beforehand and is not timed. The medheads logits are also checked against the slow path of the seed: a full forward
 with `output_hidden_states=True` and the same head applied to `hidden_states[k]`.
@@ -82,6 +83,32 @@ def memory_sides(sides: list[str], encoder: str | None, data_dir, n_sentences: i
     return results
 
 
+def interleaved_passes(models: dict, batches: list[dict], repeats: int) -> dict[str, list[float]]:
+    """Seconds per pass over all batches for each model, `repeats` times, interleaved batch by batch.
+
+    Every batch is run by every model back to back, in an order that rotates from batch to batch, so a burst of load
+    on a shared machine lands on all sides alike; a side's pass time is the sum of its batch times.
+    """
+    import time
+
+    names = list(models)
+    with torch.inference_mode():
+        for model in models.values():  # warm-up
+            model(**batches[0])
+        times = {name: [] for name in names}
+        for _ in range(repeats):
+            totals = dict.fromkeys(names, 0.0)
+            for b, batch in enumerate(batches):
+                shift = b % len(names)
+                for name in names[shift:] + names[:shift]:
+                    start = time.perf_counter()
+                    models[name](**batch)
+                    totals[name] += time.perf_counter() - start
+            for name in names:
+                times[name].append(totals[name])
+    return times
+
+
 def check_slow_path(fast_models: dict, stock, batches) -> dict:
     """The seed's way: full forward with output_hidden_states=True, head on hidden_states[k]; must equal the fast path."""
     diffs = {name: 0.0 for name in fast_models}
@@ -115,8 +142,7 @@ def run(encoder=None, data_dir=None, n_sentences=256, batch_size=32, layers=(2, 
 
     max_abs_diff = check_slow_path(fast, stock, batches)
     models = {"stock": stock, **fast}
-    times = common.alternate({name: (lambda m=m: run_pass(m, batches)) for name, m in models.items()}, repeats,
-                             warmups={name: (lambda m=m: run_pass(m, batches[:2])) for name, m in models.items()})
+    times = interleaved_passes(models, batches, repeats)
     memory = common.probe_memory(
         "benchmarks.token_classification", "memory_sides", sides=list(models), encoder=encoder,
         data_dir=data_dir and str(data_dir), n_sentences=n_sentences, batch_size=batch_size,
@@ -157,7 +183,8 @@ def run(encoder=None, data_dir=None, n_sentences=256, batch_size=32, layers=(2, 
         "settings": {"encoder": encoder, "data": "jnlpba/devel.tsv", "sentences": len(sentences),
                      "batch_size": batch_size, "batches": len(batches), "padding": "dynamic (per batch)",
                      "real_tokens": real_tokens, "padded_tokens": padded_tokens, "encoder_layers": depth,
-                     "repeats": repeats, "timed": "model forward over all batches under torch.inference_mode(); "
+                     "repeats": repeats, "timed": "model forward of every batch under torch.inference_mode(), the sides "
+                                                  "interleaved batch by batch in rotating order, summed per pass; "
                                                   "tokenization done once beforehand",
                      "attn_implementation": stock.config._attn_implementation},
         "sides": sides,

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from benchmarks import common
-from benchmarks.frozen_training import compare_losses, run_sides
+from benchmarks.frozen_training import compare_losses, run_sides, training_comparison
 
 DEFAULTS = dict(data_dir=None, n_train=384, n_val=96, image_size=224, patch_size=16, hidden_size=192, layers=6,
                 heads=3, intermediate_size=768, baseline_steps=6, baseline_eval_examples=16)
@@ -88,8 +88,6 @@ def run(data_dir=None, n_train=384, n_val=96, image_size=224, patch_size=16, hid
                           baseline_steps, baseline_eval_examples, workdir, settings,
                           medheads_kwargs=dict(feature_name="token_features", length_column=None))
     checks = compare_losses(sides, "medheads_cached", ("backbone_every_epoch",), "vit")
-    speedup = common.ratio(sides["backbone_every_epoch"]["seconds"], sides["medheads_cached"]["seconds"])
-    target = common.target_result(speedup, 5.0)
     final = sides["medheads_cached"]["evaluations"][-1]
     return {
         "name": "vit_cached",
@@ -104,8 +102,7 @@ def run(data_dir=None, n_train=384, n_val=96, image_size=224, patch_size=16, hid
                      "backbone_parameters": sum(p.numel() for p in base.backbone.parameters()),
                      "hyperparameters": settings},
         "sides": sides,
-        "comparisons": [{"fast": "medheads_cached", "slow": "backbone_every_epoch", "speedup": speedup,
-                         "target": target["target"], "target_met": target["met"]}],
+        "comparisons": [training_comparison(sides, "medheads_cached", "backbone_every_epoch", 5.0)],
         "quality": {"metric": "accuracy", "final": {k: v for k, v in final.items()
                                                     if k in ("accuracy", "macro_f1", "roc_auc", "loss", "epoch")},
                     "baselines": "identical: same loss at every measured step (checks)"},

@@ -133,6 +133,9 @@ def test_frozen_training_sides_follow_the_same_trajectory(report):
             assert sides[side]["measured_steps"] == 2 * len(runs[0])
             np.testing.assert_allclose(runs[0], cached["losses"][:len(runs[0])], rtol=1e-4)
         assert dataset["quality"]["metric"] in dataset["quality"]["final"]
+        assert all(c["cpu_time_ratio"] > 0 for c in dataset["comparisons"])
+        assert cached["cpu_seconds"] > 0 and cached["feature_seconds"] + cached["head_training_seconds"] == \
+            pytest.approx(cached["seconds"], abs=1e-3)
     assert result["datasets"]["rocov2"]["settings"]["problem_type"] == "multi_label_classification"
 
 
