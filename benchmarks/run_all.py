@@ -230,7 +230,8 @@ def render(report: dict) -> str:
            "and are stated below. Medians of alternating repeats; speed-up = slow side's time / fast side's time. "
            "The training benchmarks (2 and 4) cannot alternate whole runs, so they also report process CPU time "
            "(all threads): time spent descheduled by other work is not counted, so its ratio is a cross-check less "
-           "sensitive to load on the shared machine (a busy partner thread still costs some spinning).",
+           "sensitive to load on the shared machine (a busy partner thread still costs some spinning). The "
+           "cached-training margins are small and load-dependent: see 'Run-to-run variation' in README.md.",
            "", "## Summary", ""]
     rows = []
     for name, r in report["benchmarks"].items():
@@ -263,7 +264,15 @@ def main(argv=None) -> dict:
     parser.add_argument("--only", default=",".join(BENCHMARKS), help="comma-separated benchmarks to run")
     parser.add_argument("--output_dir", default=str(HERE), help="where RESULTS.md and results.json go")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: min(2, cores))")
+    parser.add_argument("--render_only", action="store_true",
+                        help="only rewrite RESULTS.md from the results.json already in output_dir")
     args = parser.parse_args(argv)
+    output = Path(args.output_dir)
+    if args.render_only:
+        report = json.loads((output / "results.json").read_text())
+        (output / "RESULTS.md").write_text(render(report))
+        print(f"Wrote {output / 'RESULTS.md'}")
+        return report
     names = [n.strip() for n in args.only.split(",") if n.strip()]
     unknown = sorted(set(names) - set(BENCHMARKS))
     if unknown:
@@ -275,7 +284,6 @@ def main(argv=None) -> dict:
               f"{','.join(names)}", "machine": common.machine_info()}
     report["benchmarks"] = run_benchmarks(names)
     report["total_seconds"] = round(time.perf_counter() - start, 1)
-    output = Path(args.output_dir)
     output.mkdir(parents=True, exist_ok=True)
     (output / "results.json").write_text(json.dumps(report, indent=2) + "\n")
     (output / "RESULTS.md").write_text(render(report))
