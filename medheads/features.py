@@ -91,7 +91,7 @@ def compute_features(model, dataset: datasets.Dataset, collate_fn: Callable, bat
     try:
         for start in tqdm(range(0, n, batch_size), desc=desc, unit="batch", total=-(-n // batch_size)):
             index = order[start:start + batch_size]
-            batch = collate_fn([inputs[int(i)] for i in index])
+            batch = collate_fn(inputs.__getitems__([int(i) for i in index]))  # one fetch per batch, not per row
             batch = {k: v.to(device) for k, v in batch.items() if k in MODEL_INPUTS}
             features = model.forward_features(**batch).float().cpu().numpy()
             if result is None:
