@@ -41,8 +41,8 @@ from .data import DataFormatError, read_image_folder, read_npz_images
 from .features import cached_features
 from .metrics import classification_metrics, metric_key
 from .training import (
-    DataArguments, MedheadsTrainingArguments, dataclass_dict, json_to_flags, parse_args, resume_checkpoint,
-    save_split_metrics, setup_logging, write_run_summary,
+    DataArguments, MedheadsTrainingArguments, dataclass_dict, exit_on_input_error, json_to_flags, parse_args,
+    resume_checkpoint, save_split_metrics, setup_logging, write_run_summary,
 )
 
 logger = logging.getLogger("medheads")
@@ -961,13 +961,7 @@ def run(args: Sequence[str] | None = None) -> dict:
 
 def main(args: Sequence[str] | None = None) -> int:
     """Command-line entry point: 0 on success, 2 (with one `error:` line) for bad arguments or data."""
-    try:
-        run(args)
-    except (ArgumentError, DataFormatError) as error:
-        logger.error("%s", error)
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    return 0
+    return exit_on_input_error(run, args, (ArgumentError, DataFormatError), "train_image_classifier.py")
 
 
 __all__ = [

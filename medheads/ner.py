@@ -21,7 +21,6 @@ Runs unchanged under `accelerate launch` / `torchrun`: files are written by the 
 from __future__ import annotations
 
 import logging
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,8 +30,8 @@ import numpy as np
 
 from .data import DataFormatError, read_token_file
 from .training import (
-    DataArguments, MedheadsTrainingArguments, dataclass_dict, parse_args, require_output_dir, resume_checkpoint,
-    save_split_metrics, setup_logging, write_run_summary,
+    DataArguments, MedheadsTrainingArguments, dataclass_dict, exit_on_input_error, parse_args, require_output_dir,
+    resume_checkpoint, save_split_metrics, setup_logging, write_run_summary,
 )
 
 logger = logging.getLogger("medheads.ner")
@@ -826,12 +825,7 @@ def main(args: Sequence[str] | None = None, callbacks: Sequence | None = None) -
 
 def cli(args: Sequence[str] | None = None) -> int:
     """`main()` for the command line: an input error prints one line (no traceback) and exits with status 2."""
-    try:
-        main(args)
-    except (NerInputError, DataFormatError) as error:
-        print(f"{SCRIPT_NAME}: error: {error}", file=sys.stderr)
-        return 2
-    return 0
+    return exit_on_input_error(main, args, (NerInputError, DataFormatError), SCRIPT_NAME)
 
 
 __all__ = [

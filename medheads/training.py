@@ -89,6 +89,18 @@ def parse_args(dataclass_types: tuple, args: list[str] | None = None):
     return parser.parse_args_into_dataclasses(args=args)
 
 
+def exit_on_input_error(run, args, errors: tuple[type[BaseException], ...], script: str) -> int:
+    """Run a script's `run(args)`; an input error (one of `errors`) prints one line `SCRIPT: error: ...` instead of a
+    traceback and gives exit status 2, as argparse does for bad flags."""
+    try:
+        run(args)
+    except errors as error:
+        logger.debug("input error", exc_info=True)
+        print(f"{script}: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def setup_logging(training_args: TrainingArguments) -> None:
     logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", datefmt="%H:%M:%S",
                         handlers=[logging.StreamHandler(sys.stdout)])
@@ -152,6 +164,6 @@ def dataclass_dict(*objects) -> dict:
 
 
 __all__ = [
-    "MedheadsTrainingArguments", "DataArguments", "json_to_flags", "parse_args", "setup_logging", "resume_checkpoint",
-    "require_output_dir", "write_json", "save_split_metrics", "write_run_summary", "dataclass_dict", "logger",
+    "MedheadsTrainingArguments", "DataArguments", "json_to_flags", "parse_args", "exit_on_input_error",
+    "setup_logging", "resume_checkpoint", "require_output_dir", "write_json", "save_split_metrics", "write_run_summary", "dataclass_dict", "logger",
 ]
