@@ -16,7 +16,6 @@ comparison.
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 from benchmarks import common
 

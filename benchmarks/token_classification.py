@@ -13,7 +13,6 @@ process's resident-memory high-water mark over one pass (see `benchmarks.common.
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from benchmarks import common
