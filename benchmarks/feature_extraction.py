@@ -1,6 +1,6 @@
 """Benchmark 3: feature-extraction throughput over ROCOv2 captions, length-sorted dynamic batches vs fixed padding.
 
-All sides call `medheads.features.compute_features` with the same `FrozenEncoderMultiLabel` (MiniLM, mean pooling),
+All sides call `medheads.training.features.compute_features` with the same `FrozenEncoderMultiLabel` (MiniLM, mean pooling),
 batch size 32, on the same captions:
 
 * medheads: captions tokenized without padding; `compute_features` sorts them by length and pads each batch to its
@@ -36,7 +36,7 @@ def run(encoder=None, data_dir=None, n_captions=128, batch_size=32, pad_lengths=
     from transformers import AutoTokenizer, DataCollatorWithPadding, default_data_collator
 
     from medheads import FrozenEncoderMultiLabel
-    from medheads.features import compute_features
+    from medheads.training.features import compute_features
 
     encoder = encoder or common.minilm_path()
     captions = load_captions(data_dir, n_captions)

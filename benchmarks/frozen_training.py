@@ -3,7 +3,7 @@
 Three sides train the same `FrozenEncoderMultiLabel` (MiniLM, mean pooling, MLP head of two 384-wide ReLU layers with
 dropout 0.2 like the MTSamples seed) with the same Trainer hyperparameters and seed, evaluating every epoch:
 
-* medheads: `medheads.features.cached_features` encodes the training and validation texts once (length-sorted dynamic
+* medheads: `medheads.training.features.cached_features` encodes the training and validation texts once (length-sorted dynamic
   batches) and the Trainer trains the head alone on the cached pooled vectors. Measured in full: feature computation,
   10 epochs, 10 evaluations.
 * seed recipe (a): the Trainer runs every batch through the frozen encoder, texts padded to the maximum length
@@ -171,7 +171,7 @@ def run_medheads(base_model, train, val, collator, compute_metrics, workdir, fea
     """Features of both splits computed once into a fresh cache folder (timed), then the head trained on them."""
     from transformers import default_data_collator
 
-    from medheads.features import cached_features
+    from medheads.training.features import cached_features
 
     model = copy.deepcopy(base_model)
     start, cpu_start = time.perf_counter(), time.process_time()

@@ -12,12 +12,12 @@ from transformers import (
     AutoModelForTokenClassification,
 )
 
-from .configuration_frozen_encoder_multilabel import FrozenEncoderMultiLabelConfig
-from .configuration_hidden_layer_token_classifier import HiddenLayerTokenClassifierConfig
-from .configuration_vit_patch_classifier import ViTPatchClassifierConfig
-from .modeling_frozen_encoder_multilabel import FrozenEncoderMultiLabel
-from .modeling_hidden_layer_token_classifier import HiddenLayerTokenClassifier
-from .modeling_vit_patch_classifier import ViTPatchClassifier
+from .models.configuration_frozen_encoder_multilabel import FrozenEncoderMultiLabelConfig
+from .models.configuration_hidden_layer_token_classifier import HiddenLayerTokenClassifierConfig
+from .models.configuration_vit_patch_classifier import ViTPatchClassifierConfig
+from .models.modeling_frozen_encoder_multilabel import FrozenEncoderMultiLabel
+from .models.modeling_hidden_layer_token_classifier import HiddenLayerTokenClassifier
+from .models.modeling_vit_patch_classifier import ViTPatchClassifier
 
 __version__ = "0.1.0"
 

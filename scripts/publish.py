@@ -17,10 +17,10 @@ import sys
 from pathlib import Path
 
 try:
-    from medheads.publishing import main
+    from medheads.training.cli import main
 except ImportError:  # running from a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from medheads.publishing import main
+    from medheads.training.cli import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(["publish", *sys.argv[1:]]))

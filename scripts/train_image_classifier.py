@@ -22,10 +22,10 @@ import sys
 from pathlib import Path
 
 try:
-    from medheads.image_classification import main
+    from medheads.training.cli import main
 except ImportError:  # running from a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from medheads.image_classification import main
+    from medheads.training.cli import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(["train-image", *sys.argv[1:]]))

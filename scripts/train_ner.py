@@ -20,10 +20,10 @@ import sys
 from pathlib import Path
 
 try:
-    from medheads.ner import cli
+    from medheads.training.cli import main
 except ImportError:  # running from a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from medheads.ner import cli
+    from medheads.training.cli import main
 
 if __name__ == "__main__":
-    sys.exit(cli())
+    sys.exit(main(["train-ner", *sys.argv[1:]]))

@@ -18,7 +18,14 @@ Outputs (output_dir): the model + tokenizer (loads with pipeline("text-classific
 trust_remote_code=True)), all_results.json, metrics.json, classification_report.txt, predict_results.txt, plots.
 """
 
-from medheads.text_classification import main
+import sys
+from pathlib import Path
+
+try:
+    from medheads.training.cli import main
+except ImportError:  # running from a checkout without `pip install -e .`
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from medheads.training.cli import main
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main(["train-text", *sys.argv[1:]]))

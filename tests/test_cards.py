@@ -1,4 +1,4 @@
-"""medheads.cards + model_cards/<model_type>.md: the Hub model card of a trained model folder, filled from its
+"""medheads.hub.cards + model_cards/<model_type>.md: the Hub model card of a trained model folder, filled from its
 config.json and the run summary (metrics.json) the training scripts write.
 
 Tiny model folders of each kind get a hand-written metrics.json in the training scripts' format; the rendered card's
@@ -23,9 +23,9 @@ from medheads import (
     FrozenEncoderMultiLabel, FrozenEncoderMultiLabelConfig, HiddenLayerTokenClassifier,
     HiddenLayerTokenClassifierConfig, ViTPatchClassifier, ViTPatchClassifierConfig,
 )
-from medheads import cards
-from medheads.cards import CardError, read_run_summary, resolve_base_model, resolve_datasets
-from medheads.publishing import PublishError, build_model_card, main, stage_model
+from medheads.hub import cards
+from medheads.hub.cards import CardError, read_run_summary, resolve_base_model, resolve_datasets
+from medheads.hub.publishing import PublishError, build_model_card, main, stage_model
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHA = "0123456789abcdef0123456789abcdef01234567"
@@ -422,7 +422,7 @@ def test_without_a_run_summary(folders, tmp_path, caplog):
     (folder / "metrics.json").unlink()
     with pytest.raises(CardError, match=r"metrics.json is missing.*scripts/train_image_classifier.py"):
         read_run_summary(folder)
-    with caplog.at_level("WARNING", logger="medheads.cards"):
+    with caplog.at_level("WARNING", logger="medheads.hub.cards"):
         card = build_model_card(folder, "org/tiny", revision=SHA)
     assert "generic" in caplog.text and "--do_eval" in caplog.text
     assert card.data.pipeline_tag == "image-classification" and card.data.eval_results is None
@@ -447,7 +447,7 @@ def test_real_ner_training_output_publishes_with_a_full_card(tmp_path, tiny_toke
     model-index and results are the run's own metrics.json."""
     from transformers import AutoModel
 
-    from medheads.ner import main as train_ner
+    from medheads.training.ner import main as train_ner
 
     encoder = tmp_path / "encoder"
     AutoModel.from_config(encoder_config("bert")).save_pretrained(encoder)

@@ -9,7 +9,7 @@ from transformers import DataCollatorWithPadding, Trainer, TrainerCallback, Trai
 
 from medheads import FrozenEncoderMultiLabel, FrozenEncoderMultiLabelConfig, ViTPatchClassifier, \
     ViTPatchClassifierConfig
-from medheads.features import cached_features, compute_features
+from medheads.training.features import cached_features, compute_features
 
 TEXTS = ["chest x ray shows mass", "ct of the abdomen and pelvis", "mri brain sagittal view",
          "breast cancer history", "left lower lung lesion shows fracture", "the heart is normal",

@@ -23,7 +23,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("olah")
 
-from medheads.hub_server import OlahStartupError, local_hub  # noqa: E402
+from hub_server import OlahStartupError, local_hub  # noqa: E402
 
 VOCAB = [
     "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]",

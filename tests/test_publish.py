@@ -1,4 +1,4 @@
-"""medheads.publishing / scripts/publish.py: allow-list staging, path scrubbing, clear errors, and the
+"""medheads.hub.publishing / scripts/publish.py: allow-list staging, path scrubbing, clear errors, and the
 end-to-end promise: staged -> served by a Hub (olah) -> loaded by repo id, pinned to a commit, in a process
 where medheads cannot be imported."""
 
@@ -22,8 +22,8 @@ from medheads import (
     FrozenEncoderMultiLabel, FrozenEncoderMultiLabelConfig, HiddenLayerTokenClassifier,
     HiddenLayerTokenClassifierConfig, ViTPatchClassifier, ViTPatchClassifierConfig,
 )
-from medheads import publishing
-from medheads.publishing import PublishError, build_model_card, code_files, main, stage_model
+from medheads.hub import publishing
+from medheads.hub.publishing import PublishError, build_model_card, code_files, main, stage_model
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = REPO_ROOT / "scripts" / "publish.py"
@@ -251,9 +251,12 @@ def test_push_calls_and_pinned_usage_line(text_model_dir, tmp_path, monkeypatch,
 def test_model_card_template_selection(text_model_dir, tmp_path):
     templates = tmp_path / "cards"
     templates.mkdir()
-    # no templates at all: the built-in generic card, identical to model_cards/generic.md
-    assert (REPO_ROOT / "model_cards" / "generic.md").read_text() == publishing._GENERIC_TEMPLATE
-    card = build_model_card(text_model_dir, "org/name", revision="a" * 40, templates_dir=templates)
+    # no templates at all: one clear error, never a card made up in code
+    with pytest.raises(PublishError, match="No model-card template"):
+        build_model_card(text_model_dir, "org/name", templates_dir=templates)
+    # the installed templates: the package's generic card for a folder without a run summary
+    assert publishing.TEMPLATES_DIR.samefile(REPO_ROOT / "model_cards")
+    card = build_model_card(text_model_dir, "org/name", revision="a" * 40)
     assert card.data.pipeline_tag == "text-classification" and card.data.library_name == "transformers"
     assert card.data.tags == ["custom_code", "medical", "medheads"]
     assert f'revision="{"a" * 40}"' in card.text
@@ -310,7 +313,7 @@ CLIENT = textwrap.dedent(
 
 
 def test_end_to_end_publish_serve_load_without_medheads(tmp_path, tiny_tokenizer):
-    from medheads.hub_server import local_hub
+    from hub_server import local_hub
 
     trained, staged, spec, expected, models = tmp_path / "trained", {}, {}, {}, {}
     encoded = tiny_tokenizer([TEXT], return_tensors="pt")

@@ -1,4 +1,4 @@
-"""scripts/train_image_classifier.py (medheads.image_classification): tiny random ViT / DeiT backbones, tiny image
+"""scripts/train_image_classifier.py (medheads.training.image_classification): tiny random ViT / DeiT backbones, tiny image
 folders written with PIL, a `datasets` folder and small slices of PneumoniaMNIST. Metrics are checked against cases
 worked out by hand and against the saved model's own predictions."""
 
@@ -20,11 +20,11 @@ from tiny import backbone_config, encoder_config, make_image_processor
 from transformers import AutoModel
 
 from medheads.data import DataFormatError
-from medheads.image_classification import (
+from medheads.training.image_classification import (
     ArgumentError, EpochWeightedRandomSampler, augment_image, class_weights, confusion, explicit_keys, image_metrics,
     main, run,
 )
-from medheads.training import parse_args
+from medheads.training.arguments import parse_args
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "train_image_classifier.py"
@@ -176,8 +176,8 @@ def test_help_lists_every_kind_of_flag(capsys, monkeypatch):
 
 
 def test_shipped_configs_parse():
-    from medheads.image_classification import ImageDataArguments, ModelArguments
-    from medheads.training import MedheadsTrainingArguments
+    from medheads.training.image_classification import ImageDataArguments, ModelArguments
+    from medheads.training.arguments import MedheadsTrainingArguments
 
     configs = sorted((REPO / "configs").glob("image_*.json"))
     assert configs

@@ -1,4 +1,4 @@
-"""scripts/train_ner.py (medheads.ner): the pure helpers on hand-worked cases, then whole runs of `main()` on a tiny
+"""scripts/train_ner.py (medheads.training.ner): the pure helpers on hand-worked cases, then whole runs of `main()` on a tiny
 random BERT and small slices of JNLPBA and NCBI-disease, and the errors a user gets for bad input."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from transformers.trainer_utils import EvalPrediction
 
 from medheads.data import DataFormatError
 from medheads.metrics import ner_metrics
-from medheads.ner import (
+from medheads.training.ner import (
     EncodedSplit, NerInputError, NerMetrics, NerSplit, align_labels, b_to_i_map, build_label_list, cli,
     entity_type, first_token_positions, main, parse_hidden_layers, require_fast_tokenizer, type_confusion,
     word_predictions,
@@ -361,8 +361,8 @@ def test_json_config_invocation(encoder_dir, tmp_path):
     shipped_configs = sorted(p.name for p in (REPO / "configs").glob("ner_*.json"))
     assert {"ner_jnlpba.json", "ner_ncbi_disease.json"} <= set(shipped_configs)
     for name in shipped_configs:  # every shipped config parses
-        from medheads.ner import ModelArguments, NerDataArguments, NerTrainingArguments
-        from medheads.training import parse_args
+        from medheads.training.ner import ModelArguments, NerDataArguments, NerTrainingArguments
+        from medheads.training.arguments import parse_args
 
         shipped = json.loads((REPO / "configs" / name).read_text())
         shipped["output_dir"] = str(tmp_path / "parsed")

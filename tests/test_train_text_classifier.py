@@ -1,4 +1,4 @@
-"""scripts/train_text_classifier.py (medheads.text_classification): tiny random BERT folders, small slices of ROCOv2
+"""scripts/train_text_classifier.py (medheads.training.text_classification): tiny random BERT folders, small slices of ROCOv2
 and MTSamples. Metrics are checked against counts worked out by hand from the written predictions."""
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ import torch
 from tiny import encoder_config, make_tokenizer
 from transformers import AutoModel
 
-from medheads.text_classification import (
+from medheads.data import DataFormatError
+from medheads.training.text_classification import (
     InputError, TextDataArguments, load_splits, main, make_compute_metrics, parse_head_sizes, prepare_labels,
 )
 
@@ -279,7 +280,7 @@ def test_resume_from_checkpoint_reaches_the_same_result(encoder_dir, roco_slice,
 
 
 def fails_before_training(args, out: Path, match: str):
-    with pytest.raises(SystemExit) as error:
+    with pytest.raises((InputError, DataFormatError)) as error:
         main(args)
     message = str(error.value)
     assert match in message, message
@@ -352,8 +353,8 @@ def test_model_path_that_is_not_an_encoder(encoder_dir, tmp_path):
 
 @pytest.mark.parametrize("name", ["text_mtsamples.json", "text_rocov2_cuis_manual.json", "text_rocov2_cuis20.json"])
 def test_example_configs_parse_and_point_at_the_data(name):
-    from medheads.text_classification import ARGUMENT_CLASSES
-    from medheads.training import parse_args
+    from medheads.training.text_classification import ARGUMENT_CLASSES
+    from medheads.training.arguments import parse_args
 
     model_args, data_args, training_args = parse_args(ARGUMENT_CLASSES, [str(REPO / "configs" / name)])
     assert model_args.model_name_or_path and training_args.do_train and training_args.output_dir.startswith("outputs/")

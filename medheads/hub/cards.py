@@ -30,7 +30,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from .metrics import metric_key
+from ..metrics import metric_key
 from .publishing import CONFIG_NAME, PIPELINE_TAGS, SAFE_INDEX, SAFE_WEIGHTS, PublishError
 
 __all__ = [

@@ -36,9 +36,9 @@ from typing import Any
 
 import numpy as np
 
-from .data import DataFormatError, filter_rare_labels, read_text_table
-from .training import DataArguments, MedheadsTrainingArguments, dataclass_dict, parse_args, resume_checkpoint, \
-    setup_logging, write_run_summary
+from ..data import DataFormatError, filter_rare_labels, read_text_table
+from .arguments import DataArguments, MedheadsTrainingArguments, parse_args
+from .common import dataclass_dict, exit_on_input_error, resume_checkpoint, setup_logging, write_run_summary
 
 logger = logging.getLogger("medheads")
 
@@ -364,7 +364,7 @@ def inspect_model_path(model_args: ModelArguments) -> str:
     """'saved' for a saved FrozenEncoderMultiLabel, 'encoder' for a text encoder; anything else is an InputError."""
     from transformers import AutoConfig
 
-    from .configuration_frozen_encoder_multilabel import FrozenEncoderMultiLabelConfig
+    from ..models.configuration_frozen_encoder_multilabel import FrozenEncoderMultiLabelConfig
 
     try:
         config = AutoConfig.from_pretrained(model_args.model_name_or_path, cache_dir=model_args.cache_dir,
@@ -403,7 +403,7 @@ def load_tokenizer(model_args: ModelArguments):
 
 
 def build_model(model_args: ModelArguments, kind: str, problem_type: str, id2label: dict[int, str]):
-    from .modeling_frozen_encoder_multilabel import FrozenEncoderMultiLabel
+    from ..models.modeling_frozen_encoder_multilabel import FrozenEncoderMultiLabel
 
     if kind == "saved":
         return FrozenEncoderMultiLabel.from_pretrained(model_args.model_name_or_path, cache_dir=model_args.cache_dir,
@@ -445,7 +445,7 @@ def softmax(x: np.ndarray) -> np.ndarray:
 def split_metrics(problem_type: str, y_true: np.ndarray, probs: np.ndarray, label_names: list[str],
                   thresholds=0.5) -> dict[str, float]:
     """Every metric of one split (summary and per label), from gold labels and probabilities."""
-    from .metrics import multiclass_metrics, multilabel_metrics
+    from ..metrics import multiclass_metrics, multilabel_metrics
 
     if problem_type == MULTI_LABEL:
         return multilabel_metrics(y_true, probs, thresholds=np.asarray(thresholds, dtype=float),
@@ -594,7 +594,7 @@ def run(model_args: ModelArguments, data_args: TextDataArguments, training_args:
     import datasets
     from transformers import DataCollatorWithPadding, Trainer, default_data_collator, set_seed
 
-    from .metrics import tune_thresholds
+    from ..metrics import tune_thresholds
 
     setup_logging(training_args)
     datasets.utils.logging.set_verbosity(training_args.get_process_log_level())
@@ -744,7 +744,7 @@ def write_reports(output_dir: str, log_history: list, predictions: dict, splits:
     """Plots (confusion, per-label F1, training curves), classification_report.txt, predict_results.txt."""
     from sklearn.metrics import classification_report
 
-    from .plots import plot_confusion_matrix, plot_multilabel_confusion, plot_per_label_f1, plot_training_curves
+    from ..plots import plot_confusion_matrix, plot_multilabel_confusion, plot_per_label_f1, plot_training_curves
 
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -795,14 +795,15 @@ def main(args: list[str] | None = None) -> dict:
     by flags that override it (`configs/text_mtsamples.json --model_name_or_path /models/minilm`). Input errors exit
     with one line naming what to change."""
     model_args, data_args, training_args = parse_args(ARGUMENT_CLASSES, args)
-    try:
-        return run(model_args, data_args, training_args)
-    except (InputError, DataFormatError) as error:
-        logger.error("%s", error)
-        raise SystemExit(f"error: {error}") from None
+    return run(model_args, data_args, training_args)
+
+
+def cli(args: list[str] | None = None, prog: str | None = None) -> int:
+    """`main()` for the command line: an input error prints one line (no traceback) and exits with status 2."""
+    return exit_on_input_error(main, args, (InputError, DataFormatError), prog or SCRIPT_NAME)
 
 
 __all__ = [
-    "ModelArguments", "TextDataArguments", "TextTrainingArguments", "InputError", "run", "main", "load_splits",
+    "ModelArguments", "TextDataArguments", "TextTrainingArguments", "InputError", "run", "main", "cli", "load_splits",
     "prepare_labels", "split_metrics", "make_compute_metrics", "parse_head_sizes", "inspect_model_path",
 ]

@@ -35,14 +35,14 @@ import torch
 from tqdm.auto import tqdm
 from transformers import AutoConfig, PreTrainedConfig, Trainer, set_seed
 
-from . import ViTPatchClassifier, ViTPatchClassifierConfig
-from .configuration_vit_patch_classifier import HEADS
-from .data import DataFormatError, read_image_folder, read_npz_images
+from .. import ViTPatchClassifier, ViTPatchClassifierConfig
+from ..models.configuration_vit_patch_classifier import HEADS
+from ..data import DataFormatError, read_image_folder, read_npz_images
 from .features import cached_features
-from .metrics import classification_metrics, metric_key
-from .training import (
-    DataArguments, MedheadsTrainingArguments, dataclass_dict, exit_on_input_error, json_to_flags, parse_args,
-    resume_checkpoint, save_split_metrics, setup_logging, write_run_summary,
+from ..metrics import classification_metrics, metric_key
+from .arguments import DataArguments, MedheadsTrainingArguments, json_to_flags, parse_args
+from .common import (
+    dataclass_dict, exit_on_input_error, resume_checkpoint, save_split_metrics, setup_logging, write_run_summary,
 )
 
 logger = logging.getLogger("medheads")
@@ -826,7 +826,7 @@ def report_split(split: str, labels: np.ndarray, logits: np.ndarray, class_names
     """The classification report section and the plots of one evaluated split (`eval` or `predict`)."""
     from sklearn.metrics import classification_report
 
-    from .plots import plot_confusion_matrix, plot_per_label_f1
+    from ..plots import plot_confusion_matrix, plot_per_label_f1
 
     predictions = logits.argmax(axis=1)
     title = {"eval": "validation", "predict": "test"}.get(split, split)
@@ -925,7 +925,7 @@ def run(args: Sequence[str] | None = None) -> dict:
         save_split_metrics(trainer, "train", train_metrics)
         trainer.save_state()
         results.update(train_metrics)
-        from .plots import plot_training_curves
+        from ..plots import plot_training_curves
         plots.append(plot_training_curves(trainer.state.log_history, output_dir / "training_curves.png",
                                           metric=f"eval_{metric}" if "validation" in data.splits else None,
                                           title="ViTPatchClassifier training"))
@@ -959,9 +959,9 @@ def run(args: Sequence[str] | None = None) -> dict:
     return results
 
 
-def main(args: Sequence[str] | None = None) -> int:
+def main(args: Sequence[str] | None = None, prog: str | None = None) -> int:
     """Command-line entry point: 0 on success, 2 (with one `error:` line) for bad arguments or data."""
-    return exit_on_input_error(run, args, (ArgumentError, DataFormatError), "train_image_classifier.py")
+    return exit_on_input_error(run, args, (ArgumentError, DataFormatError), prog or "train_image_classifier.py")
 
 
 __all__ = [

@@ -1,6 +1,6 @@
 """Stage a trained medheads model folder as a clean Hub repository and push it.
 
-Used by ``scripts/publish.py``; never imported by modeling files.
+Used by ``medheads publish``; never imported by the shipped model code, and never imports the training side.
 
 Steps (each a public function, so tests and notebooks can call them alone):
 
@@ -15,8 +15,8 @@ Steps (each a public function, so tests and notebooks can call them alone):
    failures become one :class:`PublishError` that says where the (intact) staged folder is.
 
 :func:`build_model_card` renders ``model_cards/<model_type>.md`` (a Jinja template, as
-``ModelCard.from_template`` uses) or, if there is none, ``model_cards/generic.md``, or a built-in copy of it
-when the ``model_cards`` folder is not available (e.g. a non-editable install).
+``ModelCard.from_template`` uses) or, if there is none, ``model_cards/generic.md``; the templates ship in the
+wheel as the package data ``medheads.model_cards``.
 """
 
 from __future__ import annotations
@@ -36,8 +36,16 @@ __all__ = [
     "push_staged", "publish", "main", "TEMPLATES_DIR",
 ]
 
-#: Where the model-card templates live (a checkout / editable install).
-TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "model_cards"
+def _templates_dir() -> Path:
+    """The model-card templates: the top-level `model_cards/` folder, installed as the package data
+    `medheads.model_cards` (pyproject maps it), so a wheel carries them as a checkout does."""
+    from importlib.resources import files
+
+    return Path(str(files("medheads.model_cards")))
+
+
+#: Where the model-card templates live, in a checkout and in an installed wheel alike.
+TEMPLATES_DIR = _templates_dir()
 
 CONFIG_NAME = "config.json"
 SAFE_WEIGHTS = "model.safetensors"
@@ -250,36 +258,6 @@ def validate_repo_id(repo_id: str) -> str:
 
 # --------------------------------------------------------------------------------------------------- model card
 
-_GENERIC_TEMPLATE = """---
-{{ card_data }}
----
-
-# {{ model_name }}
-
-A medheads `{{ architecture }}` model (`{{ model_type }}`) for
-**{{ pipeline_tag }}**. Its code ships in this repository, so it loads with plain `transformers`
-(`trust_remote_code=True`); medheads need not be installed.
-
-## Usage
-
-```python
-{{ usage }}
-```
-{% if labels %}
-## Labels
-
-{{ labels | join(", ") }}
-{% endif %}{% if metrics %}
-## Results
-
-| metric | value |
-|---|---|
-{% for name, value in metrics.items() %}| {{ name }} | {{ value }} |
-{% endfor %}{% endif %}{% for plot in plots %}
-![{{ plot }}]({{ plot }})
-{% endfor %}"""
-
-
 def _usage(repo_id: str, task: str, revision: str | None) -> str:
     pin = f'revision="{revision}", ' if revision else ""
     example = {"token-classification": '"Aspirin reduces the risk of myocardial infarction."',
@@ -323,7 +301,7 @@ def _png_files(model_dir: Path) -> list[str]:
 
 
 def card_template_path(model_type: str, templates_dir: str | os.PathLike | None = None) -> Path | None:
-    """``<templates_dir>/<model_type>.md``, else ``<templates_dir>/generic.md``, else None (built-in generic)."""
+    """``<templates_dir>/<model_type>.md``, else ``<templates_dir>/generic.md``, else None."""
     templates_dir = Path(templates_dir) if templates_dir is not None else TEMPLATES_DIR
     for name in (f"{model_type}.md", "generic.md"):
         if (templates_dir / name).is_file():
@@ -390,9 +368,10 @@ def build_model_card(model_dir: str | os.PathLike, repo_id: str, revision: str |
             "generic one: no training data, results or plots. Re-run the training script with --do_eval to get "
             "the full card.", model_dir)
         template = card_template_path("generic", templates_dir)
-    if template is not None:
-        return ModelCard.from_template(card_data, template_path=str(template), **variables)
-    return ModelCard.from_template(card_data, template_str=_GENERIC_TEMPLATE, **variables)
+    if template is None:
+        raise PublishError(f"No model-card template for {model_type!r} and no generic.md in {templates_dir or TEMPLATES_DIR}: "
+                           "the medheads installation is incomplete (reinstall it).")
+    return ModelCard.from_template(card_data, template_path=str(template), **variables)
 
 
 # --------------------------------------------------------------------------------------------------- staging
@@ -645,13 +624,13 @@ def parse_args(argv: list[str] | None = None) -> PublishArguments:
     return args
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     """CLI entry point: 0 on success, 2 for a problem with the inputs, 1 when the push failed."""
     args = parse_args(argv)
     try:
         publish(args)
     except PublishError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"{prog or 'publish.py'}: error: {e}", file=sys.stderr)
         return e.exit_code
     return 0
 

@@ -1,25 +1,18 @@
-"""Plumbing shared by the training scripts in `scripts/`: arguments, logging, checkpoints, results.
+"""The arguments every training command shares, and the one way they are read.
 
-The scripts follow transformers' `examples/pytorch/*/run_*.py`: `HfArgumentParser` over dataclasses (`--help`, or one
-JSON file of arguments), every `TrainingArguments` flag, `trainer.save_metrics` writing `all_results.json`.
-Never imported by modeling files.
+Like transformers' `examples/pytorch/*/run_*.py`: `HfArgumentParser` over dataclasses (`--help`), every
+`TrainingArguments` flag, and a JSON file of arguments that flags after it override.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-import transformers
 from transformers import HfArgumentParser, TrainingArguments
-from transformers.trainer_utils import get_last_checkpoint
-
-logger = logging.getLogger("medheads")
 
 
 @dataclass
@@ -89,81 +82,4 @@ def parse_args(dataclass_types: tuple, args: list[str] | None = None):
     return parser.parse_args_into_dataclasses(args=args)
 
 
-def exit_on_input_error(run, args, errors: tuple[type[BaseException], ...], script: str) -> int:
-    """Run a script's `run(args)`; an input error (one of `errors`) prints one line `SCRIPT: error: ...` instead of a
-    traceback and gives exit status 2, as argparse does for bad flags."""
-    try:
-        run(args)
-    except errors as error:
-        logger.debug("input error", exc_info=True)
-        print(f"{script}: error: {error}", file=sys.stderr)
-        return 2
-    return 0
-
-
-def setup_logging(training_args: TrainingArguments) -> None:
-    logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", datefmt="%H:%M:%S",
-                        handlers=[logging.StreamHandler(sys.stdout)])
-    level = training_args.get_process_log_level()
-    # medheads' own progress lines (splits, labels, thresholds, cache hits) show on the main process; transformers
-    # keeps the verbosity TrainingArguments gives it (--log_level).
-    logger.setLevel(min(level, logging.INFO) if training_args.should_log else level)
-    transformers.utils.logging.set_verbosity(level)
-    transformers.utils.logging.enable_default_handler()
-    transformers.utils.logging.enable_explicit_format()
-
-
-def resume_checkpoint(training_args: MedheadsTrainingArguments) -> str | None:
-    """The checkpoint to resume from: `--resume_from_checkpoint`, else the last one in output_dir (if any)."""
-    if training_args.resume_from_checkpoint:
-        return training_args.resume_from_checkpoint
-    output_dir = Path(training_args.output_dir)
-    if not (training_args.do_train and output_dir.is_dir()) or training_args.overwrite_output_dir:
-        return None
-    last = get_last_checkpoint(str(output_dir))
-    if last is not None:
-        logger.info("Resuming from %s (pass --overwrite_output_dir to start afresh).", last)
-    return last
-
-
-def require_output_dir(training_args: TrainingArguments, default: str) -> None:
-    if training_args.output_dir is None:
-        training_args.output_dir = default
-
-
-def write_json(path: str | os.PathLike, payload: Any) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(payload, indent=2, sort_keys=True, default=float) + "\n")
-    return path
-
-
-def save_split_metrics(trainer, split: str, metrics: dict) -> None:
-    """Log, and save to `<split>_results.json` and `all_results.json` (as transformers' examples do)."""
-    trainer.log_metrics(split, metrics)
-    trainer.save_metrics(split, metrics)
-
-
-def write_run_summary(output_dir: str, script: str, arguments: dict, metrics: dict, plots: list[str]) -> Path:
-    """`metrics.json`: every metric of the run, the arguments that produced it and the plots, for model cards."""
-    return write_json(Path(output_dir) / "metrics.json", {
-        "script": script,
-        "arguments": {k: v for k, v in arguments.items() if k not in ("hub_token", "token")},
-        "metrics": metrics,
-        "plots": [Path(p).name for p in plots],
-    })
-
-
-def dataclass_dict(*objects) -> dict:
-    """JSON-safe arguments of the run (TrainingArguments' own serialisation drops secrets)."""
-    merged: dict = {}
-    for obj in objects:
-        merged.update(json.loads(obj.to_json_string()) if hasattr(obj, "to_json_string") else
-                      {k: v for k, v in vars(obj).items()})
-    return json.loads(json.dumps(merged, default=str))
-
-
-__all__ = [
-    "MedheadsTrainingArguments", "DataArguments", "json_to_flags", "parse_args", "exit_on_input_error",
-    "setup_logging", "resume_checkpoint", "require_output_dir", "write_json", "save_split_metrics", "write_run_summary", "dataclass_dict", "logger",
-]
+__all__ = ["MedheadsTrainingArguments", "DataArguments", "json_to_flags", "parse_args"]

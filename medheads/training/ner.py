@@ -28,10 +28,11 @@ from typing import Any
 
 import numpy as np
 
-from .data import DataFormatError, read_token_file
-from .training import (
-    DataArguments, MedheadsTrainingArguments, dataclass_dict, exit_on_input_error, parse_args, require_output_dir,
-    resume_checkpoint, save_split_metrics, setup_logging, write_run_summary,
+from ..data import DataFormatError, read_token_file
+from .arguments import DataArguments, MedheadsTrainingArguments, parse_args
+from .common import (
+    dataclass_dict, exit_on_input_error, require_output_dir, resume_checkpoint, save_split_metrics, setup_logging,
+    write_run_summary,
 )
 
 logger = logging.getLogger("medheads.ner")
@@ -377,7 +378,7 @@ def load_model_config(model_args: ModelArguments):
 
 
 def is_saved_token_classifier(config) -> bool:
-    from .configuration_hidden_layer_token_classifier import HiddenLayerTokenClassifierConfig
+    from ..models.configuration_hidden_layer_token_classifier import HiddenLayerTokenClassifierConfig
 
     return getattr(config, "model_type", None) == HiddenLayerTokenClassifierConfig.model_type
 
@@ -442,7 +443,7 @@ def require_fast_tokenizer(tokenizer, name: str) -> None:
 
 def build_model(model_args: ModelArguments, config, label_list: list[str] | None):
     """A new head on a pretrained encoder, or the saved medheads model to continue from."""
-    from .modeling_hidden_layer_token_classifier import HiddenLayerTokenClassifier
+    from ..models.modeling_hidden_layer_token_classifier import HiddenLayerTokenClassifier
 
     path = model_args.model_name_or_path
     load_kwargs = dict(cache_dir=model_args.cache_dir, revision=model_args.model_revision)
@@ -562,7 +563,7 @@ class NerMetrics:
         return self
 
     def __call__(self, eval_prediction) -> dict[str, float]:
-        from .metrics import ner_metrics
+        from ..metrics import ner_metrics
 
         if self.encoded is None:
             raise RuntimeError("NerMetrics.use(split) must be called before evaluation")
@@ -629,8 +630,8 @@ def write_split_reports(output_dir: Path, split_label: str, prefix: str, encoded
     """Error sentences, predictions TSV, per-type F1 bars and type confusion matrix for one split.
 
     Returns the split's section of `classification_report.txt` and the plot paths."""
-    from .metrics import ner_classification_report, ner_error_sentences
-    from .plots import plot_confusion_matrix, plot_per_label_f1
+    from ..metrics import ner_classification_report, ner_error_sentences
+    from ..plots import plot_confusion_matrix, plot_per_label_f1
 
     split = encoded.split
     tokens, gold = split.tokens, split.tags
@@ -700,7 +701,7 @@ def run(model_args: ModelArguments, data_args: NerDataArguments, training_args: 
     import torch
     from transformers import DataCollatorForTokenClassification, Trainer, set_seed
 
-    from .plots import plot_training_curves
+    from ..plots import plot_training_curves
 
     require_output_dir(training_args, "outputs/ner")
     setup_logging(training_args)
@@ -823,9 +824,9 @@ def main(args: Sequence[str] | None = None, callbacks: Sequence | None = None) -
     return run(model_args, data_args, training_args, callbacks=callbacks)
 
 
-def cli(args: Sequence[str] | None = None) -> int:
+def cli(args: Sequence[str] | None = None, prog: str | None = None) -> int:
     """`main()` for the command line: an input error prints one line (no traceback) and exits with status 2."""
-    return exit_on_input_error(main, args, (NerInputError, DataFormatError), SCRIPT_NAME)
+    return exit_on_input_error(main, args, (NerInputError, DataFormatError), prog or SCRIPT_NAME)
 
 
 __all__ = [
