@@ -1,12 +1,14 @@
 """medheads: custom Hugging Face heads for medical text and images.
 
-Importing the package registers every config with `AutoConfig` and every model with its `AutoModelFor*` class, and
+Importing the package registers every config with `AutoConfig` and every model with its `AutoModelFor*` class (and
+with `AutoModel`), and
 marks the classes for `auto_map`, so `save_pretrained` writes a folder that loads anywhere with
 `trust_remote_code=True`, medheads installed or not.
 """
 
 from transformers import (
     AutoConfig,
+    AutoModel,
     AutoModelForImageClassification,
     AutoModelForSequenceClassification,
     AutoModelForTokenClassification,
@@ -35,6 +37,9 @@ def _register() -> None:
     for config_class, model_class, auto_class, _ in MODELS:
         AutoConfig.register(config_class.model_type, config_class, exist_ok=True)
         auto_class.register(config_class, model_class, exist_ok=True)
+        # A medheads model has no headless base model: AutoModel loads the model itself (save_pretrained also writes
+        # an `AutoModel` entry into `auto_map`, so this works with trust_remote_code too).
+        AutoModel.register(config_class, model_class, exist_ok=True)
         config_class.register_for_auto_class()
         model_class.register_for_auto_class(auto_class.__name__)
 

@@ -39,8 +39,11 @@ def test_truncated_encoder_matches_full_hidden_state(arch, layer):
 
 @pytest.mark.parametrize("arch", ENCODER_ARCHS)
 def test_encoder_is_built_only_as_deep_as_read(arch, tmp_path):
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
     model = ner_model(arch, [1, 2], "mean")
-    assert model.encoder.config.num_hidden_layers == 2
+    assert sum(isinstance(module, GradientCheckpointingLayer) for module in model.encoder.modules()) == 2
+    assert model.config.encoder_config.num_hidden_layers == 4  # the config still describes the full encoder
     model.save_pretrained(tmp_path)
     from safetensors import safe_open
 
@@ -336,3 +339,235 @@ def test_trainer_scales_losses_for_gradient_accumulation(tmp_path):
         Trainer(model=model, args=args, train_dataset=data).train()
         weights.append(model.classifier.weight.detach().clone())
     torch.testing.assert_close(weights[0], weights[1], rtol=1e-4, atol=1e-6)
+
+
+# -- transformers conventions (issue 9): each defect has its own test ------------------------------------------------
+def all_models():
+    """One tiny model of each kind; the token classifier reads layer 2 of 4, so its encoder is truncated."""
+    torch.manual_seed(0)
+    return {"token": ner_model(layers=2), "text": text_model(), "image": image_model()}
+
+
+def model_inputs(kind, batch=2, length=9):
+    if kind == "image":
+        return {"pixel_values": torch.randn(batch, 3, 32, 32)}
+    ids, mask = random_ids(batch=batch, length=length)
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+def inner(model):
+    return model.backbone if isinstance(model, ViTPatchClassifier) else model.encoder
+
+
+def inner_config(model):
+    return getattr(model.config, "encoder_config", None) or model.config.backbone_config
+
+
+@pytest.mark.parametrize("kind", ["token", "text"])
+def test_resize_token_embeddings_writes_the_encoder_config_and_reloads(kind, tiny_tokenizer, tmp_path):
+    """Defect 1: `resize_token_embeddings` after `tokenizer.add_tokens` must survive save -> reload."""
+    import copy
+
+    model = all_models()[kind].eval()
+    tokenizer = copy.deepcopy(tiny_tokenizer)
+    old = len(tokenizer)
+    assert tokenizer.add_tokens(["il-2r", "nf-kappab", "ca2+"]) == 3
+    model.resize_token_embeddings(len(tokenizer))
+    assert model.config.get_text_config() is model.config.encoder_config
+    assert model.config.encoder_config.vocab_size == old + 3
+    assert "vocab_size" not in model.config.to_diff_dict()  # not misplaced on the top-level config
+    model.save_pretrained(tmp_path)
+    reloaded = type(model).from_pretrained(tmp_path).eval()
+    assert reloaded.get_input_embeddings().weight.shape[0] == old + 3
+    torch.testing.assert_close(reloaded.get_input_embeddings().weight, model.get_input_embeddings().weight)
+    ids = tokenizer(["il-2r binds nf-kappab and ca2+"], return_tensors="pt")
+    assert int(ids["input_ids"].max()) >= old
+    torch.testing.assert_close(reloaded(**ids).logits, model(**ids).logits)
+
+
+@pytest.mark.parametrize("kind", ["token", "text", "image"])
+def test_output_hidden_states_and_attentions_are_returned(kind):
+    """Defect 3: `output_hidden_states` / `output_attentions` were dropped (None)."""
+    model = all_models()[kind].eval()
+    model.set_attn_implementation("eager")  # the implementation that returns attention weights
+    inputs = model_inputs(kind)
+    out = model(**inputs, output_hidden_states=True, output_attentions=True)
+    runs = {"token": 2, "text": 4, "image": 2}[kind]  # layers the model actually runs (the token model reads layer 2)
+    assert len(out.hidden_states) == runs + 1 and len(out.attentions) == runs
+    # the same tensors as the wrapped encoder's own output
+    plain = {k: v for k, v in inputs.items()}
+    reference = inner(model)(**plain, output_hidden_states=True, output_attentions=True)
+    for mine, theirs in zip(out.hidden_states, reference.hidden_states):
+        torch.testing.assert_close(mine, theirs)
+    for mine, theirs in zip(out.attentions, reference.attentions):
+        torch.testing.assert_close(mine, theirs)
+    # the config flags and return_dict=False work too (transformers' tuple order: logits, hidden_states, attentions)
+    model.config.output_hidden_states = True
+    as_tuple = model(**inputs, return_dict=False)
+    assert len(as_tuple) == 2 and len(as_tuple[1]) == runs + 1
+    torch.testing.assert_close(as_tuple[0], out.logits)
+    model.config.output_hidden_states = False
+    assert model(**inputs).hidden_states is None
+    if kind == "token":  # and the truncated encoder's states are the full encoder's first ones
+        full = AutoModel.from_config(encoder_config()).eval()
+        load_encoder_weights(model, full)
+        expected = full(**inputs, output_hidden_states=True).hidden_states[:3]
+        for mine, theirs in zip(model(**inputs, output_hidden_states=True).hidden_states, expected):
+            torch.testing.assert_close(mine, theirs)
+
+
+def test_long_text_hidden_states_follow_the_input_order():
+    torch.manual_seed(0)
+    model = text_model(max_chunk_length=8).eval()
+    ids, mask = random_ids(batch=2, length=21, pad_last=10)
+    states = model(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
+    assert len(states) == 5 and states[-1].shape == (2, 21, 32)
+    window = model.encoder(input_ids=ids[:1, 8:16]).last_hidden_state  # row 0's second window, encoded alone
+    torch.testing.assert_close(states[-1][:1, 8:16], window, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["token", "text", "image"])
+def test_one_freezing_api_kept_in_step_with_the_config(kind, tmp_path):
+    """Defect 4: unfreezing with requires_grad_(True) silently did nothing; one API on all three models."""
+    model = all_models()[kind]
+    flag = {"token": "freeze_encoder", "text": "freeze_encoder", "image": "freeze_backbone"}[kind]
+    inputs = model_inputs(kind)
+    labels = {"token": torch.zeros_like(inputs.get("input_ids", torch.zeros(1))),
+              "text": torch.zeros(2, len(CUI_LABELS)), "image": torch.tensor([0, 1])}[kind]
+
+    def encoder_gets_gradients():
+        model.zero_grad(set_to_none=True)
+        model(**inputs, labels=labels).loss.backward()
+        return any(p.grad is not None for p in inner(model).parameters())
+
+    model.freeze_encoder()
+    assert getattr(model.config, flag) is True and model.encoder_frozen
+    model.train()
+    assert not inner(model).training and not encoder_gets_gradients()
+
+    model.unfreeze_encoder()
+    assert getattr(model.config, flag) is False and not model.encoder_frozen
+    model.train()
+    assert inner(model).training and encoder_gets_gradients()
+
+    model.freeze_encoder()  # requires_grad_ on the whole model works, and moves the flag with it
+    model.requires_grad_(True)
+    assert getattr(model.config, flag) is False
+    model.train()
+    assert inner(model).training and encoder_gets_gradients()
+    model.requires_grad_(False)
+    assert getattr(model.config, flag) is True
+
+    model.freeze_encoder()  # requires_grad_ on the frozen part behind the flag's back fails loudly
+    inner(model).requires_grad_(True)
+    with pytest.raises(ValueError, match=r"frozen .*unfreeze_encoder\(\)"):
+        model(**inputs)
+
+    model.unfreeze_encoder()  # the flag is saved: a reloaded model is as frozen as the saved one
+    model.save_pretrained(tmp_path)
+    reloaded = type(model).from_pretrained(tmp_path)
+    assert getattr(reloaded.config, flag) is False
+    assert all(p.requires_grad for p in inner(reloaded).parameters())
+
+
+def test_text_model_freezes_by_default():
+    model = text_model()
+    assert model.config.freeze_encoder is True
+    assert not any(p.requires_grad for p in model.encoder.parameters())
+    assert FrozenEncoderMultiLabelConfig(encoder_config=encoder_config(), id2label=CUI_LABELS,
+                                         freeze_encoder=False).freeze_encoder is False
+
+
+@pytest.mark.parametrize("kind", ["token", "text", "image"])
+def test_set_attn_implementation_reaches_the_shared_encoder_config(kind, caplog):
+    """Defect 5: the nested encoder config was a copy, so set_attn_implementation warned of undefined behaviour."""
+    import logging
+
+    from transformers.utils import logging as hf_logging
+
+    model = all_models()[kind].eval()
+    assert inner(model).config is inner_config(model)
+    hf_logging.enable_propagation()
+    try:
+        with caplog.at_level(logging.WARNING, logger="transformers"):
+            model.set_attn_implementation("eager")
+    finally:
+        hf_logging.disable_propagation()
+    assert "undefined behavio" not in caplog.text
+    assert inner_config(model)._attn_implementation == "eager" == inner(model).config._attn_implementation
+    assert model(**model_inputs(kind), output_attentions=True).attentions[0] is not None
+    model.set_attn_implementation("sdpa")
+    assert inner_config(model)._attn_implementation == "sdpa"
+
+
+def test_truncated_encoder_keeps_the_full_encoder_config(tmp_path):
+    """Sharing the config must not change what `hidden_layers=-k` means after a reload."""
+    model = ner_model("modernbert", [-3], "concat")  # layer 2 of 4
+    assert model.config.encoder_config.num_hidden_layers == 4 and model.config.encoder_depth == 2
+    model.save_pretrained(tmp_path)
+    reloaded = HiddenLayerTokenClassifier.from_pretrained(tmp_path)
+    assert reloaded.config.encoder_depth == 2 and reloaded.layers == [2]
+
+
+AUTOMODEL_SCRIPT = r"""
+import json, sys
+sys.modules["medheads"] = None  # a user without medheads
+import torch
+from transformers import AutoModel
+out = {}
+for kind, folder in json.loads(sys.argv[1]).items():
+    model = AutoModel.from_pretrained(folder, trust_remote_code=True).eval()
+    inputs = {k: torch.tensor(v) for k, v in json.loads(sys.argv[2])[kind].items()}
+    with torch.no_grad():
+        out[kind] = {"class": type(model).__name__, "logits": model(**inputs).logits.tolist()}
+print("RESULT " + json.dumps(out))
+"""
+
+
+def test_automodel_loads_a_saved_folder_in_process_and_as_remote_code(tmp_path):
+    """Defect 6: `AutoModel.from_pretrained(<a saved medheads folder>)` failed ("Unrecognized configuration class")."""
+    import json
+    import subprocess
+    import sys
+
+    folders, inputs, expected = {}, {}, {}
+    for kind, model in all_models().items():
+        model.eval().save_pretrained(tmp_path / kind)
+        config = json.loads((tmp_path / kind / "config.json").read_text())
+        assert config["auto_map"]["AutoModel"] == config["auto_map"][
+            {"token": "AutoModelForTokenClassification", "text": "AutoModelForSequenceClassification",
+             "image": "AutoModelForImageClassification"}[kind]]
+        loaded = AutoModel.from_pretrained(tmp_path / kind).eval()  # in-process: medheads registered AutoModel
+        assert type(loaded) is type(model)
+        folders[kind], inputs[kind] = str(tmp_path / kind), {k: v.tolist() for k, v in model_inputs(kind).items()}
+        with torch.no_grad():
+            expected[kind] = loaded(**{k: torch.tensor(v) for k, v in inputs[kind].items()}).logits
+    done = subprocess.run([sys.executable, "-c", AUTOMODEL_SCRIPT, json.dumps(folders), json.dumps(inputs)],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.split("RESULT ", 1)[1])
+    for kind, model in all_models().items():
+        assert result[kind]["class"] == type(model).__name__
+        torch.testing.assert_close(torch.tensor(result[kind]["logits"]), expected[kind], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["token", "text", "image"])
+def test_torch_export_with_dynamic_batch_and_sequence(kind):
+    """Defect 7: torch.export with a dynamic batch / sequence size failed on the text model (boolean indexing)."""
+    from torch.export import Dim
+
+    torch.manual_seed(0)
+    model = {"token": lambda: ner_model(layers=2), "text": text_model, "image": image_model}[kind]().eval()
+    batch = Dim("batch", min=1, max=64)
+    if kind == "image":  # the patch head is sized for one resolution: only the batch is dynamic
+        sample, other = model_inputs(kind, batch=2), model_inputs(kind, batch=3)
+        shapes = {"pixel_values": {0: batch}}
+    else:  # any length up to the encoder's window (the text model's chunk_length, 128 here)
+        sequence = Dim("sequence", min=2, max=128)
+        sample, other = model_inputs(kind, batch=2, length=9), model_inputs(kind, batch=5, length=128)
+        shapes = {"input_ids": {0: batch, 1: sequence}, "attention_mask": {0: batch, 1: sequence}}
+    with torch.no_grad():
+        exported = torch.export.export(model, args=(), kwargs=sample, dynamic_shapes=shapes, strict=False)
+        for inputs in (sample, other, model_inputs(kind, batch=1, length=3)):
+            torch.testing.assert_close(exported.module()(**inputs).logits, model(**inputs).logits,
+                                       rtol=1e-5, atol=1e-5)

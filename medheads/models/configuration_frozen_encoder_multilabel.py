@@ -40,6 +40,9 @@ class FrozenEncoderMultiLabelConfig(PreTrainedConfig):
             Texts longer than this many tokens are split into windows of this length, each encoded on its own, and
             pooled over all windows (long clinical notes are not cut off). `None`: the encoder's
             `max_position_embeddings`, capped at 512.
+        freeze_encoder (`bool`, *optional*, defaults to `True`):
+            Keep the encoder's weights fixed (no gradients, eval mode) and train the head only, so features can be
+            cached. `False` fine-tunes the encoder with the head (`model.unfreeze_encoder()` sets it).
     """
 
     model_type = "medheads-frozen-encoder-multilabel"
@@ -53,6 +56,7 @@ class FrozenEncoderMultiLabelConfig(PreTrainedConfig):
     head_dropout: float | int = 0.2
     thresholds: float | list[float] | None = None
     max_chunk_length: int | None = None
+    freeze_encoder: bool = True
 
     def __post_init__(self, **kwargs):
         if self.encoder_config is None:
@@ -101,6 +105,14 @@ class FrozenEncoderMultiLabelConfig(PreTrainedConfig):
             )
         if any(not 0.0 <= float(v) <= 1.0 for v in values):
             raise ValueError(f"`thresholds` are probabilities and must lie in [0, 1], got {thresholds}.")
+
+    def get_text_config(self, decoder=None, encoder=None) -> PreTrainedConfig:
+        """The nested encoder's config: transformers looks `vocab_size` and friends up here (e.g.
+        `resize_token_embeddings` writes the new vocabulary size into it). The encoder is no decoder, so
+        `decoder=True` alone returns this config, as for any encoder-only model."""
+        if decoder and not encoder:
+            return self
+        return self.encoder_config
 
     @property
     def chunk_length(self) -> int:

@@ -72,6 +72,14 @@ class HiddenLayerTokenClassifierConfig(PreTrainedConfig):
             )
         self.absolute_layers()  # validates the indices
 
+    def get_text_config(self, decoder=None, encoder=None) -> PreTrainedConfig:
+        """The nested encoder's config: transformers looks `vocab_size` and friends up here (e.g.
+        `resize_token_embeddings` writes the new vocabulary size into it). The encoder is no decoder, so
+        `decoder=True` alone returns this config, as for any encoder-only model."""
+        if decoder and not encoder:
+            return self
+        return self.encoder_config
+
     @property
     def num_encoder_layers(self) -> int:
         return int(self.encoder_config.num_hidden_layers)

@@ -24,7 +24,8 @@ def split_load_kwargs(kwargs: dict) -> dict:
 def truncated_encoder_config(encoder_config, depth: int):
     """A copy of `encoder_config` with only `depth` layers, whose `hidden_states[k]` match the full encoder's.
 
-    At least one layer is kept: an encoder with none reports no hidden states at all.
+    At least one layer is kept: an encoder with none reports no hidden states at all. (The models build their encoder
+    with `build_encoder(config, depth)`, which shares the config object instead; this copy is for other callers.)
     """
     config = copy.deepcopy(encoder_config)
     full_depth = int(config.num_hidden_layers)
@@ -41,12 +42,32 @@ def truncated_encoder_config(encoder_config, depth: int):
     return config
 
 
-def build_encoder(encoder_config) -> PreTrainedModel:
-    """The bare encoder for `encoder_config`, without a pooler where the architecture has one."""
+def build_encoder(encoder_config, depth: int | None = None) -> PreTrainedModel:
+    """The bare encoder for `encoder_config` (no pooler where the architecture has one), built `depth` layers deep.
+
+    The encoder shares the `encoder_config` object itself (as transformers' composite models do), so
+    `set_attn_implementation`, `resize_token_embeddings` and `config.encoder_config` always agree. A truncated encoder
+    is built by sizing the layer stack from a temporarily shortened config; the config keeps the full encoder's
+    `num_hidden_layers` (so `hidden_layers=-1` keeps its meaning after a reload) and gets
+    `tie_last_hidden_states=False`, so its `hidden_states[depth]` is the layer's raw output, as in the full encoder.
+    """
+    full_depth = int(encoder_config.num_hidden_layers)
+    depth = full_depth if depth is None else max(1, min(int(depth), full_depth))
+    saved = {}
+    if depth < full_depth:
+        # Only the layer count changes: per-layer settings (`layer_types`) stay whole, since the encoder's forward
+        # reads them from the shared config after it is built (ModernBERT's rotary tables per layer type).
+        saved["num_hidden_layers"] = full_depth
+        encoder_config.num_hidden_layers = depth
+        encoder_config.tie_last_hidden_states = False
     try:
-        return AutoModel.from_config(encoder_config, add_pooling_layer=False)
-    except TypeError:
-        return AutoModel.from_config(encoder_config)
+        try:
+            return AutoModel.from_config(encoder_config, add_pooling_layer=False)
+        except TypeError:
+            return AutoModel.from_config(encoder_config)
+    finally:
+        for key, value in saved.items():
+            setattr(encoder_config, key, value)
 
 
 def load_pretrained_encoder(name_or_path, role: str = "encoder", **load_kwargs) -> PreTrainedModel:
@@ -108,15 +129,85 @@ class MedheadsPreTrainedModel(PreTrainedModel):
     # The losses are means over the batch; Trainer must scale them for gradient accumulation itself rather than
     # pass `num_items_in_batch` through `**kwargs` (which would reach the encoder and leave the loss unscaled).
     accepts_loss_kwargs = False
-    # (submodule, config flag): the submodule stays in eval mode while the flag is set (no flag: always frozen)
-    _frozen_module: tuple[str, str | None] = ("encoder", None)
+    # (submodule, config flag): the wrapped encoder or backbone, and the config flag that freezes it
+    _frozen_module: tuple[str, str] = ("encoder", "freeze_encoder")
+
+    # -- freezing: one API on every medheads model, always in step with the config flag ---------------------------
+    @property
+    def encoder_frozen(self) -> bool:
+        """Whether the wrapped encoder (or backbone) is frozen: the config flag named by `_frozen_module`."""
+        return bool(getattr(self.config, self._frozen_module[1]))
+
+    def freeze_encoder(self):
+        """Fix the encoder's (backbone's) weights: no gradients, no activations kept, eval mode even while the model
+        trains. Sets the config flag, so a saved model reloads frozen."""
+        name, flag = self._frozen_module
+        setattr(self.config, flag, True)
+        freeze(getattr(self, name))
+        return self
+
+    def unfreeze_encoder(self):
+        """Train the encoder (backbone) with the head: gradients on, dropout on in `train()`. Clears the config flag."""
+        name, flag = self._frozen_module
+        setattr(self.config, flag, False)
+        module = getattr(self, name)
+        module.requires_grad_(True)
+        module.train(self.training)
+        return self
+
+    def requires_grad_(self, requires_grad: bool = True):
+        """`model.requires_grad_(flag)` acts on the whole model, encoder included, and keeps the freezing flag in step
+        (so `requires_grad_(True)` really trains the encoder). To freeze or unfreeze the encoder alone, use
+        `freeze_encoder()` / `unfreeze_encoder()`; `model.encoder.requires_grad_(True)` on a frozen encoder makes
+        the next forward raise an error that says so."""
+        super().requires_grad_(requires_grad)
+        if requires_grad and self.encoder_frozen:
+            self.unfreeze_encoder()
+        elif not requires_grad and not self.encoder_frozen:
+            self.freeze_encoder()
+        return self
+
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        # Loading puts fresh parameters (requires_grad=True) in place of the ones __init__ froze: freeze them again,
+        # or a reloaded frozen model would hand its whole encoder to the optimizer.
+        loaded = super().from_pretrained(*args, **kwargs)
+        model = loaded[0] if isinstance(loaded, tuple) else loaded
+        if model.encoder_frozen:
+            freeze(getattr(model, model._frozen_module[0]))
+        return loaded
+
+    def resize_token_embeddings(self, *args, **kwargs):
+        # The new embedding matrix of a frozen encoder stays frozen like the rest of it (unfreeze_encoder() to train)
+        embeddings = super().resize_token_embeddings(*args, **kwargs)
+        if self.encoder_frozen:
+            freeze(getattr(self, self._frozen_module[0]))
+        return embeddings
+
+    def _check_frozen(self):
+        """A frozen encoder whose weights were set to require grad behind the flag's back fails loudly, not silently."""
+        if self.encoder_frozen and any(p.requires_grad for p in getattr(self, self._frozen_module[0]).parameters()):
+            name, flag = self._frozen_module
+            raise ValueError(
+                f"The {name} is frozen (config.{flag}=True: it runs without gradients and in eval mode) but some of its "
+                f"parameters require grad, e.g. after `model.{name}.requires_grad_(True)`. Call "
+                f"`model.unfreeze_encoder()` to train it, or `model.freeze_encoder()` to keep it frozen."
+            )
 
     def train(self, mode: bool = True):
         super().train(mode)
-        name, flag = self._frozen_module
-        if flag is None or getattr(self.config, flag):
-            getattr(self, name).eval()  # frozen features are deterministic: no dropout in the encoder, ever
+        if self.encoder_frozen:
+            getattr(self, self._frozen_module[0]).eval()  # frozen features are deterministic: no dropout, ever
         return self
+
+    # -- AutoModel ----------------------------------------------------------------------------------------------------
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        # `AutoModel.from_pretrained(folder, trust_remote_code=True)` loads the same class as the task Auto class
+        # (a medheads model has no separate headless base model): add its `auto_map` entry next to the task's.
+        if self._auto_class is not None:
+            reference = f"{type(self).__module__.split('.')[-1]}.{type(self).__name__}"
+            self.config.auto_map = {**(getattr(self.config, "auto_map", None) or {}), "AutoModel": reference}
+        return super().save_pretrained(save_directory, *args, **kwargs)
 
     def _init_weights(self, module):
         if isinstance(module, nn.Linear) and getattr(module, "_is_medheads_head", False):

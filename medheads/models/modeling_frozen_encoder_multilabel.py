@@ -14,8 +14,8 @@ from transformers.modeling_outputs import SequenceClassifierOutput
 
 from .configuration_frozen_encoder_multilabel import FrozenEncoderMultiLabelConfig
 from .modeling_common import (
-    MedheadsPreTrainedModel, build_encoder, copy_encoder_weights, freeze, load_pretrained_encoder, mark_head,
-    split_load_kwargs, truncated_encoder_config,
+    MedheadsPreTrainedModel, build_encoder, copy_encoder_weights, grad_context, load_pretrained_encoder, mark_head,
+    split_load_kwargs,
 )
 
 ACTIVATION_MODULES = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh, "silu": nn.SiLU}
@@ -26,7 +26,8 @@ class FrozenEncoderMultiLabelPreTrainedModel(MedheadsPreTrainedModel):
     base_model_prefix = "encoder"
     main_input_name = "input_ids"
     input_modalities = ("text",)
-    supports_gradient_checkpointing = False  # the encoder never trains, and the head is tiny
+    supports_gradient_checkpointing = True  # for an unfrozen encoder (`unfreeze_encoder()`)
+    _frozen_module = ("encoder", "freeze_encoder")
 
 
 class FrozenEncoderMultiLabel(FrozenEncoderMultiLabelPreTrainedModel):
@@ -36,7 +37,7 @@ class FrozenEncoderMultiLabel(FrozenEncoderMultiLabelPreTrainedModel):
         super().__init__(config)
         n = int(config.encoder_config.num_hidden_layers)
         self.feature_index = config.feature_layer if config.feature_layer >= 0 else n + 1 + config.feature_layer
-        self.encoder = build_encoder(truncated_encoder_config(config.encoder_config, self.feature_index))
+        self.encoder = build_encoder(config.encoder_config, self.feature_index)  # shares config.encoder_config
         self._no_split_modules = list(getattr(self.encoder, "_no_split_modules", None) or [])
         layers, width = [], config.encoder_config.hidden_size
         for size in config.head_hidden_sizes:
@@ -46,10 +47,14 @@ class FrozenEncoderMultiLabel(FrozenEncoderMultiLabelPreTrainedModel):
         self.head = nn.Sequential(*layers)
         mark_head(self.head)
         self.post_init()
-        freeze(self.encoder)
+        if config.freeze_encoder:
+            self.freeze_encoder()
 
     def get_input_embeddings(self):
         return self.encoder.get_input_embeddings()
+
+    def set_input_embeddings(self, value):
+        self.encoder.set_input_embeddings(value)
 
     @classmethod
     def from_encoder(cls, encoder_name_or_path, **config_kwargs) -> "FrozenEncoderMultiLabel":
@@ -70,50 +75,88 @@ class FrozenEncoderMultiLabel(FrozenEncoderMultiLabelPreTrainedModel):
         return int(self.config.encoder_config.hidden_size)
 
     # -- features ---------------------------------------------------------------------------------------------------
-    @torch.no_grad()
     def forward_features(self, input_ids=None, attention_mask=None, token_type_ids=None, **kwargs) -> torch.Tensor:
         """Pooled encoder features, `[batch, hidden_size]`; texts longer than the window are pooled over windows."""
+        kwargs.pop("output_hidden_states", None)
+        kwargs.pop("output_attentions", None)
+        return self._encode(input_ids, attention_mask, token_type_ids, **kwargs)[0]
+
+    def _encode(self, input_ids=None, attention_mask=None, token_type_ids=None, output_attentions=False,
+                output_hidden_states=False, **kwargs):
+        """(pooled features, the encoder's hidden states, its attentions).
+
+        Texts longer than the window are reshaped into `[batch * windows, window]` and encoded window by window; the
+        hidden states are put back in input order (`[batch, sequence, hidden]`, each window encoded on its own) and
+        the attentions are per window (`[batch * windows, heads, window, window]`). Eagerly, windows that are all
+        padding are skipped; under `torch.export` / `torch.compile` every window runs (no data-dependent shapes),
+        with the same result. `torch.export` with a dynamic sequence length works for lengths up to the window
+        (`config.chunk_length`, the encoder's own limit); a range beyond it fails with torch's "Constraints
+        violated" error (torch cannot prove the window reshape's size guards for every length).
+        """
         if input_ids is None:
             raise ValueError("forward_features needs `input_ids` (tokenize the texts with the model's tokenizer).")
         if input_ids.dim() != 2:
             raise ValueError(f"`input_ids` must be [batch, sequence], got shape {tuple(input_ids.shape)}.")
+        self._check_frozen()
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         batch, length = input_ids.shape
         window = self.config.chunk_length
-        if length > window:  # [batch, n * window] -> [batch * n, window], dropping windows that are all padding
+        tracing = torch.compiler.is_compiling() or torch.compiler.is_exporting()
+        chunked = length > window
+        if chunked:  # [batch, n * window] -> [batch * n, window]
             chunks = -(-length // window)
-            pad = chunks * window - length
-            input_ids = nn.functional.pad(input_ids, (0, pad), value=self.config.encoder_config.pad_token_id or 0)
-            attention_mask = nn.functional.pad(attention_mask, (0, pad), value=0)
-            input_ids = input_ids.reshape(batch * chunks, window)
-            attention_mask = attention_mask.reshape(batch * chunks, window)
+
+            def cut(tensor, value=0):  # [batch, n * window] -> [batch * n, window]; each pad from its own length
+                size = tensor.shape[1]
+                tensor = nn.functional.pad(tensor, (0, -(-size // window) * window - size), value=value)
+                return tensor.reshape(-1, window)
+
+            input_ids = cut(input_ids, self.config.encoder_config.pad_token_id or 0)
+            attention_mask = cut(attention_mask)
             if token_type_ids is not None:
-                token_type_ids = nn.functional.pad(token_type_ids, (0, pad)).reshape(batch * chunks, window)
+                token_type_ids = cut(token_type_ids)
         else:
             chunks = 1
-        used = attention_mask.any(dim=1)
-        encoder_kwargs = dict(input_ids=input_ids[used], attention_mask=attention_mask[used], **kwargs)
-        if token_type_ids is not None:
-            encoder_kwargs["token_type_ids"] = token_type_ids[used]
-        hidden = self.encoder(**encoder_kwargs, output_hidden_states=True, return_dict=True).hidden_states
-        states = hidden[self.feature_index]
-        full = states.new_zeros(batch * chunks, states.shape[1], states.shape[2])
-        full[used] = states
-        states = full.reshape(batch, chunks * window if chunks > 1 else length, -1)
+        encoder_kwargs = dict(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
+                              **kwargs)
+        if token_type_ids is None:
+            del encoder_kwargs["token_type_ids"]
+        if output_attentions:
+            encoder_kwargs["output_attentions"] = True
+        used = None
+        if chunked and not tracing:  # skip the windows that are all padding (eager only: a data-dependent shape)
+            used = attention_mask.any(dim=1)
+            encoder_kwargs = {key: value[used] if torch.is_tensor(value) and value.shape[:1] == used.shape else value
+                              for key, value in encoder_kwargs.items()}
+        with grad_context(self.encoder_frozen):
+            outputs = self.encoder(**encoder_kwargs, output_hidden_states=True, return_dict=True)
+        hidden_states = []
+        for states in outputs.hidden_states[: self.feature_index + 1]:
+            if used is not None:
+                full = states.new_zeros(batch * chunks, states.shape[1], states.shape[2])
+                states = full.index_put((used,), states)
+            hidden_states.append(states.reshape(batch, -1, states.shape[-1]))
         mask = attention_mask.reshape(batch, -1)
-        return self.pool(states, mask, chunks, window)
+        pooled = self.pool(hidden_states[self.feature_index], mask, chunks, window if chunked else length)
+        if not output_hidden_states:
+            return pooled, None, outputs.attentions if output_attentions else None
+        if chunked:  # back to the input's length
+            hidden_states = [states[:, :length] for states in hidden_states]
+        return pooled, tuple(hidden_states), outputs.attentions if output_attentions else None
 
     def pool(self, states: torch.Tensor, mask: torch.Tensor, chunks: int, window: int) -> torch.Tensor:
-        mask = mask.to(states.dtype).unsqueeze(-1)
+        keep = mask.bool().unsqueeze(-1)
+        # where(), not a product: a window that is all padding may hold NaNs (fully masked attention)
+        states = torch.where(keep, states, torch.zeros((), dtype=states.dtype, device=states.device))
+        mask = keep.to(states.dtype)
         if self.config.pooling == "mean":
-            return (states * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
+            return states.sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
         if self.config.pooling == "max":
-            return states.masked_fill(mask == 0, torch.finfo(states.dtype).min).amax(dim=1)
+            return states.masked_fill(~keep, torch.finfo(states.dtype).min).amax(dim=1)
         # cls: the first token of every window that holds text, averaged over windows
-        firsts = states[:, ::window] if chunks > 1 else states[:, :1]
-        first_mask = mask[:, ::window] if chunks > 1 else mask[:, :1]
-        return (firsts * first_mask).sum(dim=1) / first_mask.sum(dim=1).clamp(min=1.0)
+        firsts, first_mask = states[:, ::window], mask[:, ::window]
+        return firsts.sum(dim=1) / first_mask.sum(dim=1).clamp(min=1.0)
 
     def forward_head(self, pooled_features: torch.Tensor) -> torch.Tensor:
         if pooled_features.dim() != 2 or pooled_features.shape[-1] != self.feature_size:
@@ -125,24 +168,39 @@ class FrozenEncoderMultiLabel(FrozenEncoderMultiLabelPreTrainedModel):
         return self.head(pooled_features.to(head_dtype))
 
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, pooled_features=None, labels=None,
-                return_dict=None, **kwargs) -> SequenceClassifierOutput:
+                output_attentions=None, output_hidden_states=None, return_dict=None,
+                **kwargs) -> SequenceClassifierOutput:
         r"""
         pooled_features (`torch.FloatTensor` of shape `(batch_size, hidden_size)`, *optional*):
             Precomputed `forward_features` output, used in place of `input_ids` (cached-feature training).
         labels (`torch.Tensor`, *optional*):
             Multi-label: `(batch_size, num_labels)` multi-hot floats (0/1). Single-label: `(batch_size,)` class ids.
+        output_hidden_states (`bool`, *optional*):
+            Return the encoder's `hidden_states` up to the pooled layer (`feature_layer`; the encoder is built only
+            that deep), each `(batch_size, sequence_length, hidden_size)`; long texts are encoded window by window.
+        output_attentions (`bool`, *optional*):
+            Return the encoder's attention weights (per window for long texts); needs `attn_implementation="eager"`.
         """
-        for key in ("output_hidden_states", "output_attentions"):
-            kwargs.pop(key, None)
+        output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
+        output_hidden_states = (
+            self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
+        )
+        return_dict = self.config.return_dict if return_dict is None else return_dict
+        hidden_states = attentions = None
         if pooled_features is None:
             if input_ids is None:
                 raise ValueError("Pass `input_ids` (tokenized text) or `pooled_features` (cached forward_features).")
-            pooled_features = self.forward_features(input_ids, attention_mask, token_type_ids, **kwargs)
+            pooled_features, hidden_states, attentions = self._encode(
+                input_ids, attention_mask, token_type_ids, output_attentions=output_attentions,
+                output_hidden_states=output_hidden_states, **kwargs
+            )
         logits = self.forward_head(pooled_features)
         loss = None if labels is None else self.loss(logits, labels)
-        if return_dict is False:
-            return (loss, logits) if loss is not None else (logits,)
-        return SequenceClassifierOutput(loss=loss, logits=logits)
+        hidden_states = hidden_states if output_hidden_states else None
+        if not return_dict:
+            output = tuple(item for item in (logits, hidden_states, attentions) if item is not None)
+            return ((loss,) + output) if loss is not None else output
+        return SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=hidden_states, attentions=attentions)
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         batch, num_labels = logits.shape

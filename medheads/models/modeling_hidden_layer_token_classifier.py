@@ -13,8 +13,8 @@ from transformers.modeling_outputs import TokenClassifierOutput
 
 from .configuration_hidden_layer_token_classifier import HiddenLayerTokenClassifierConfig
 from .modeling_common import (
-    MedheadsPreTrainedModel, build_encoder, copy_encoder_weights, freeze, grad_context, load_pretrained_encoder,
-    mark_head, split_load_kwargs, truncated_encoder_config,
+    MedheadsPreTrainedModel, build_encoder, copy_encoder_weights, grad_context, load_pretrained_encoder,
+    mark_head, split_load_kwargs,
 )
 
 
@@ -54,7 +54,7 @@ class HiddenLayerTokenClassifier(HiddenLayerTokenClassifierPreTrainedModel):
     def __init__(self, config: HiddenLayerTokenClassifierConfig):
         super().__init__(config)
         self.layers = config.absolute_layers()
-        self.encoder = build_encoder(truncated_encoder_config(config.encoder_config, config.encoder_depth))
+        self.encoder = build_encoder(config.encoder_config, config.encoder_depth)  # shares config.encoder_config
         self._no_split_modules = list(getattr(self.encoder, "_no_split_modules", None) or [])
         hidden_size = config.encoder_config.hidden_size
         many = len(self.layers) > 1
@@ -67,12 +67,7 @@ class HiddenLayerTokenClassifier(HiddenLayerTokenClassifierPreTrainedModel):
         if config.freeze_encoder:
             self.freeze_encoder()
 
-    # -- encoder handling -------------------------------------------------------------------------------------------
-    def freeze_encoder(self):
-        """Fix the encoder's weights: no gradients, and eval mode even while the model trains."""
-        self.config.freeze_encoder = True
-        freeze(self.encoder)
-
+    # -- encoder handling (freeze_encoder / unfreeze_encoder: MedheadsPreTrainedModel) -----------------------------
     def get_input_embeddings(self):
         return self.encoder.get_input_embeddings()
 
@@ -96,15 +91,21 @@ class HiddenLayerTokenClassifier(HiddenLayerTokenClassifierPreTrainedModel):
         return model.to(encoder.dtype)
 
     # -- forward ----------------------------------------------------------------------------------------------------
-    def forward_features(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
-                         inputs_embeds=None, **kwargs) -> torch.Tensor:
-        """The combined hidden state(s) the head reads, `[batch, seq, width]` (before dropout)."""
+    def _encode(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None, inputs_embeds=None,
+                output_attentions=False, **kwargs):
+        """The encoder's outputs (always with `hidden_states`), for the layers the model runs."""
+        self._check_frozen()
         encoder_kwargs = dict(input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds,
                               position_ids=position_ids, output_hidden_states=True, return_dict=True, **kwargs)
+        if output_attentions:
+            encoder_kwargs["output_attentions"] = True
         if token_type_ids is not None:
             encoder_kwargs["token_type_ids"] = token_type_ids
-        with grad_context(self.config.freeze_encoder):
-            hidden_states = self.encoder(**encoder_kwargs).hidden_states
+        with grad_context(self.encoder_frozen):
+            return self.encoder(**encoder_kwargs)
+
+    def combine_layers(self, hidden_states) -> torch.Tensor:
+        """The read entries of `hidden_states`, combined (`[batch, seq, width]`)."""
         layers = [hidden_states[k] for k in self.layers]
         if len(layers) == 1:
             return layers[0]
@@ -114,30 +115,53 @@ class HiddenLayerTokenClassifier(HiddenLayerTokenClassifierPreTrainedModel):
             return torch.stack(layers, dim=0).mean(dim=0)
         return self.scalar_mix(layers)
 
+    def forward_features(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
+                         inputs_embeds=None, **kwargs) -> torch.Tensor:
+        """The combined hidden state(s) the head reads, `[batch, seq, width]` (before dropout)."""
+        kwargs.pop("output_hidden_states", None)
+        kwargs.pop("output_attentions", None)
+        outputs = self._encode(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
+                               position_ids=position_ids, inputs_embeds=inputs_embeds, **kwargs)
+        return self.combine_layers(outputs.hidden_states)
+
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.dropout(features))
 
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
-                inputs_embeds=None, labels=None, return_dict=None, **kwargs) -> TokenClassifierOutput:
+                inputs_embeds=None, labels=None, output_attentions=None, output_hidden_states=None, return_dict=None,
+                **kwargs) -> TokenClassifierOutput:
         r"""
         labels (`torch.LongTensor` of shape `(batch_size, sequence_length)`, *optional*):
             Label ids in `[0, num_labels)`; -100 marks positions the loss ignores (special tokens, later sub-tokens).
+        output_hidden_states (`bool`, *optional*):
+            Return the encoder's `hidden_states` for the layers the model runs: `encoder_depth + 1` entries (the
+            embeddings, then every layer up to the deepest one the head reads, equal to a full encoder's
+            `hidden_states[:encoder_depth + 1]`), not the full encoder's `num_hidden_layers + 1`.
+        output_attentions (`bool`, *optional*):
+            Return the attention weights of the layers the model runs (`encoder_depth` entries); needs an attention
+            implementation that returns them (`attn_implementation="eager"`).
         """
-        kwargs.pop("output_hidden_states", None)
-        kwargs.pop("output_attentions", None)
-        logits = self.forward_head(
-            self.forward_features(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
-                                  position_ids=position_ids, inputs_embeds=inputs_embeds, **kwargs)
+        output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
+        output_hidden_states = (
+            self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
         )
+        return_dict = self.config.return_dict if return_dict is None else return_dict
+        outputs = self._encode(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
+                               position_ids=position_ids, inputs_embeds=inputs_embeds,
+                               output_attentions=output_attentions, **kwargs)
+        logits = self.forward_head(self.combine_layers(outputs.hidden_states))
         loss = None
         if labels is not None:
             self._check_labels(labels, logits)
             loss = nn.functional.cross_entropy(
                 logits.view(-1, self.config.num_labels).float(), labels.to(logits.device).view(-1), ignore_index=-100
             )
-        if return_dict is False:
-            return (loss, logits) if loss is not None else (logits,)
-        return TokenClassifierOutput(loss=loss, logits=logits)
+        hidden_states = outputs.hidden_states if output_hidden_states else None
+        attentions = outputs.attentions if output_attentions else None
+        if not return_dict:
+            output = tuple(item for item in (logits, hidden_states, attentions) if item is not None)
+            return ((loss,) + output) if loss is not None else output
+        return TokenClassifierOutput(loss=loss, logits=logits, hidden_states=hidden_states, attentions=attentions)
 
     def _check_labels(self, labels: torch.Tensor, logits: torch.Tensor):
         if labels.dtype.is_floating_point or labels.dtype == torch.bool:

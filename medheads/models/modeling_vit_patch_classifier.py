@@ -15,7 +15,7 @@ from transformers.modeling_outputs import ImageClassifierOutput
 
 from .configuration_vit_patch_classifier import ViTPatchClassifierConfig
 from .modeling_common import (
-    MedheadsPreTrainedModel, build_encoder, copy_encoder_weights, freeze, grad_context, load_pretrained_encoder,
+    MedheadsPreTrainedModel, build_encoder, copy_encoder_weights, grad_context, load_pretrained_encoder,
     mark_head, split_load_kwargs,
 )
 
@@ -62,7 +62,16 @@ class ViTPatchClassifier(ViTPatchClassifierPreTrainedModel):
         mark_head(self.head)
         self.post_init()
         if config.freeze_backbone:
-            freeze(self.backbone)
+            self.freeze_encoder()
+
+    # freeze_encoder() / unfreeze_encoder() (MedheadsPreTrainedModel) act on the backbone and `config.freeze_backbone`
+    def freeze_backbone(self):
+        """Same as `freeze_encoder()`."""
+        return self.freeze_encoder()
+
+    def unfreeze_backbone(self):
+        """Same as `unfreeze_encoder()`."""
+        return self.unfreeze_encoder()
 
     @classmethod
     def from_backbone(cls, backbone_name_or_path, head="patch", **config_kwargs) -> "ViTPatchClassifier":
@@ -102,17 +111,26 @@ class ViTPatchClassifier(ViTPatchClassifierPreTrainedModel):
 
     def forward_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """The tokens the head reads, `[batch, 1 + num_patches, hidden]`: CLS, then every patch token."""
+        return self._encode(pixel_values)[0]
+
+    def _encode(self, pixel_values: torch.Tensor, output_hidden_states=False, output_attentions=False):
+        """(head tokens, the backbone's outputs)."""
         self._check_pixels(pixel_values)
+        self._check_frozen()
         pixel_values = pixel_values.to(self.backbone.dtype)
         interpolate = tuple(pixel_values.shape[-2:]) != (self.config.backbone_size,) * 2
-        with grad_context(self.config.freeze_backbone):
-            tokens = self.backbone(pixel_values=pixel_values, interpolate_pos_encoding=interpolate).last_hidden_state
+        flags = {key: True for key, on in (("output_hidden_states", output_hidden_states),
+                                           ("output_attentions", output_attentions)) if on}
+        with grad_context(self.encoder_frozen):
+            outputs = self.backbone(pixel_values=pixel_values, interpolate_pos_encoding=interpolate, return_dict=True,
+                                    **flags)
+        tokens = outputs.last_hidden_state
         patch = self.config.patch_size
         num_patches = (pixel_values.shape[-2] // patch) * (pixel_values.shape[-1] // patch)
         num_prefix = tokens.shape[1] - num_patches  # 1 for ViT, 2 for DeiT (CLS + distillation), more with registers
         if num_prefix < 1:
             raise ValueError(f"The backbone returned {tokens.shape[1]} tokens for {num_patches} patches: no CLS token.")
-        return torch.cat([tokens[:, :1], tokens[:, num_prefix:]], dim=1)
+        return torch.cat([tokens[:, :1], tokens[:, num_prefix:]], dim=1), outputs
 
     def forward_head(self, token_features: torch.Tensor) -> torch.Tensor:
         if self.config.head == "cls":
@@ -126,17 +144,27 @@ class ViTPatchClassifier(ViTPatchClassifierPreTrainedModel):
             )
         return self.head(token_features)
 
-    def forward(self, pixel_values=None, labels=None, token_features=None, return_dict=None,
-                **kwargs) -> ImageClassifierOutput:
+    def forward(self, pixel_values=None, labels=None, token_features=None, output_attentions=None,
+                output_hidden_states=None, return_dict=None, **kwargs) -> ImageClassifierOutput:
         r"""
         token_features (`torch.FloatTensor` of shape `(batch_size, 1 + num_patches, hidden_size)`, *optional*):
             Precomputed `forward_features` output, used in place of `pixel_values` (cached-feature training).
         labels (`torch.LongTensor` of shape `(batch_size,)`, *optional*): class ids.
+        output_hidden_states (`bool`, *optional*): return the backbone's `hidden_states` (every layer).
+        output_attentions (`bool`, *optional*): return the backbone's attentions (`attn_implementation="eager"`).
         """
+        output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
+        output_hidden_states = (
+            self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
+        )
+        return_dict = self.config.return_dict if return_dict is None else return_dict
+        hidden_states = attentions = None
         if token_features is None:
             if pixel_values is None:
                 raise ValueError("Pass `pixel_values` (from the image processor) or `token_features`.")
-            token_features = self.forward_features(pixel_values)
+            token_features, outputs = self._encode(pixel_values, output_hidden_states, output_attentions)
+            hidden_states = outputs.hidden_states if output_hidden_states else None
+            attentions = outputs.attentions if output_attentions else None
         logits = self.forward_head(token_features.to(self.dtype))
         loss = None
         if labels is not None:
@@ -149,9 +177,10 @@ class ViTPatchClassifier(ViTPatchClassifierPreTrainedModel):
             if int(labels.min()) < 0 or int(labels.max()) >= self.config.num_labels:
                 raise ValueError(f"labels hold class ids outside [0, {self.config.num_labels}).")
             loss = nn.functional.cross_entropy(logits.float(), labels)
-        if return_dict is False:
-            return (loss, logits) if loss is not None else (logits,)
-        return ImageClassifierOutput(loss=loss, logits=logits)
+        if not return_dict:
+            output = tuple(item for item in (logits, hidden_states, attentions) if item is not None)
+            return ((loss,) + output) if loss is not None else output
+        return ImageClassifierOutput(loss=loss, logits=logits, hidden_states=hidden_states, attentions=attentions)
 
 
 __all__ = ["ViTPatchClassifier", "ViTPatchClassifierPreTrainedModel", "PatchHead"]
