@@ -107,11 +107,9 @@ class FrozenEncoderMultiLabelConfig(PreTrainedConfig):
             raise ValueError(f"`thresholds` are probabilities and must lie in [0, 1], got {thresholds}.")
 
     def get_text_config(self, decoder=None, encoder=None) -> PreTrainedConfig:
-        """The nested encoder's config: transformers looks `vocab_size` and friends up here (e.g.
-        `resize_token_embeddings` writes the new vocabulary size into it). The encoder is no decoder, so
-        `decoder=True` alone returns this config, as for any encoder-only model."""
-        if decoder and not encoder:
-            return self
+        """The nested encoder's config, whichever end is asked for (like a composite model's `text_config`):
+        transformers looks `vocab_size` and friends up here, e.g. `resize_token_embeddings` writes the new
+        vocabulary size into it and the pipelines read it."""
         return self.encoder_config
 
     @property

@@ -189,8 +189,8 @@ class MedheadsPreTrainedModel(PreTrainedModel):
         if self.encoder_frozen and any(p.requires_grad for p in getattr(self, self._frozen_module[0]).parameters()):
             name, flag = self._frozen_module
             raise ValueError(
-                f"The {name} is frozen (config.{flag}=True: it runs without gradients and in eval mode) but some of its "
-                f"parameters require grad, e.g. after `model.{name}.requires_grad_(True)`. Call "
+                f"The {name} is frozen (config.{flag}=True: it runs without gradients and in eval mode) but some of "
+                f"its parameters require grad, e.g. after `model.{name}.requires_grad_(True)`. Call "
                 f"`model.unfreeze_encoder()` to train it, or `model.freeze_encoder()` to keep it frozen."
             )
 
@@ -216,6 +216,18 @@ class MedheadsPreTrainedModel(PreTrainedModel):
             nn.init.zeros_(module.bias)
 
 
+def select_hidden_states(hidden_states, request):
+    """`hidden_states` as `output_hidden_states=request` asks: all (True), none (False/None), or only the listed
+    indices (transformers 5's `output_hidden_states=[0, 2, -1]`: the others are None; negative indices count from the
+    end of what the model returns)."""
+    if not request or hidden_states is None:
+        return None
+    if request is True:
+        return tuple(hidden_states)
+    kept = {int(i) % len(hidden_states) for i in request}
+    return tuple(state if i in kept else None for i, state in enumerate(hidden_states))
+
+
 def mark_head(*layers: nn.Module) -> None:
     """Flag head layers so `_init_weights` initialises them (the wrapped encoder keeps its own initialisation)."""
     for layer in layers:
@@ -227,5 +239,5 @@ def mark_head(*layers: nn.Module) -> None:
 __all__ = [
     "MedheadsPreTrainedModel", "mark_head",
     "split_load_kwargs", "truncated_encoder_config", "build_encoder", "load_pretrained_encoder",
-    "copy_encoder_weights", "freeze", "grad_context",
+    "copy_encoder_weights", "freeze", "grad_context", "select_hidden_states",
 ]

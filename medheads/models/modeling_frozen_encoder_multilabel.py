@@ -15,7 +15,7 @@ from transformers.modeling_outputs import SequenceClassifierOutput
 from .configuration_frozen_encoder_multilabel import FrozenEncoderMultiLabelConfig
 from .modeling_common import (
     MedheadsPreTrainedModel, build_encoder, copy_encoder_weights, grad_context, load_pretrained_encoder, mark_head,
-    split_load_kwargs,
+    select_hidden_states, split_load_kwargs,
 )
 
 ACTIVATION_MODULES = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh, "silu": nn.SiLU}
@@ -136,7 +136,8 @@ class FrozenEncoderMultiLabel(FrozenEncoderMultiLabelPreTrainedModel):
             if used is not None:
                 full = states.new_zeros(batch * chunks, states.shape[1], states.shape[2])
                 states = full.index_put((used,), states)
-            hidden_states.append(states.reshape(batch, -1, states.shape[-1]))
+            # unchunked: the encoder's own tensors (gradients reach them, as in transformers' models)
+            hidden_states.append(states.reshape(batch, -1, states.shape[-1]) if chunked else states)
         mask = attention_mask.reshape(batch, -1)
         pooled = self.pool(hidden_states[self.feature_index], mask, chunks, window if chunked else length)
         if not output_hidden_states:
@@ -196,7 +197,7 @@ class FrozenEncoderMultiLabel(FrozenEncoderMultiLabelPreTrainedModel):
             )
         logits = self.forward_head(pooled_features)
         loss = None if labels is None else self.loss(logits, labels)
-        hidden_states = hidden_states if output_hidden_states else None
+        hidden_states = select_hidden_states(hidden_states, output_hidden_states)
         if not return_dict:
             output = tuple(item for item in (logits, hidden_states, attentions) if item is not None)
             return ((loss,) + output) if loss is not None else output

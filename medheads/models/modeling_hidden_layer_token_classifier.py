@@ -14,7 +14,7 @@ from transformers.modeling_outputs import TokenClassifierOutput
 from .configuration_hidden_layer_token_classifier import HiddenLayerTokenClassifierConfig
 from .modeling_common import (
     MedheadsPreTrainedModel, build_encoder, copy_encoder_weights, grad_context, load_pretrained_encoder,
-    mark_head, split_load_kwargs,
+    mark_head, select_hidden_states, split_load_kwargs,
 )
 
 
@@ -156,7 +156,7 @@ class HiddenLayerTokenClassifier(HiddenLayerTokenClassifierPreTrainedModel):
             loss = nn.functional.cross_entropy(
                 logits.view(-1, self.config.num_labels).float(), labels.to(logits.device).view(-1), ignore_index=-100
             )
-        hidden_states = outputs.hidden_states if output_hidden_states else None
+        hidden_states = select_hidden_states(outputs.hidden_states, output_hidden_states)
         attentions = outputs.attentions if output_attentions else None
         if not return_dict:
             output = tuple(item for item in (logits, hidden_states, attentions) if item is not None)

@@ -16,7 +16,7 @@ from transformers.modeling_outputs import ImageClassifierOutput
 from .configuration_vit_patch_classifier import ViTPatchClassifierConfig
 from .modeling_common import (
     MedheadsPreTrainedModel, build_encoder, copy_encoder_weights, grad_context, load_pretrained_encoder,
-    mark_head, split_load_kwargs,
+    mark_head, select_hidden_states, split_load_kwargs,
 )
 
 
@@ -163,7 +163,7 @@ class ViTPatchClassifier(ViTPatchClassifierPreTrainedModel):
             if pixel_values is None:
                 raise ValueError("Pass `pixel_values` (from the image processor) or `token_features`.")
             token_features, outputs = self._encode(pixel_values, output_hidden_states, output_attentions)
-            hidden_states = outputs.hidden_states if output_hidden_states else None
+            hidden_states = select_hidden_states(outputs.hidden_states, output_hidden_states)
             attentions = outputs.attentions if output_attentions else None
         logits = self.forward_head(token_features.to(self.dtype))
         loss = None
