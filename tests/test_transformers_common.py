@@ -285,6 +285,7 @@ NOT_FOR_A_HEAD_ON_A_NESTED_ENCODER = (
 class MedheadsCommonTests(ModelTesterMixin, PipelineTesterMixin):
     make_config = None
     _is_composite = True  # a head config nesting the encoder's config (runs the composite attention tests)
+    test_can_init_all_missing_weights_before_2023 = True  # new models: run it (the mixin dates models by copyright)
     model_tester_class = TextModelTester
 
     def setUp(self):
@@ -404,3 +405,47 @@ class ViTPatchClassifierCommonTest(MedheadsCommonTests, unittest.TestCase):
         self.assertIsInstance(model.get_input_embeddings(), torch.nn.Module)
         output_embeddings = model.get_output_embeddings()
         self.assertTrue(output_embeddings is None or isinstance(output_embeddings, torch.nn.Linear))
+
+
+def truncated_ner_config(**kwargs):
+    return HiddenLayerTokenClassifierConfig(encoder_config=encoder_config("bert", layers=4), hidden_layers=[1, 2],
+                                            layer_combination="scalar_mix", id2label=NER_LABELS, **kwargs)
+
+
+class TruncatedModelTester(TextModelTester):
+    num_hidden_layers = 2  # layers the model runs: the deepest it reads (2 of the encoder's 4)
+    expected_num_hidden_layers = 3  # the embeddings + those 2 layers
+
+
+TRUNCATED_SUBSET = {
+    "test_hidden_states_output", "test_attention_outputs", "test_can_capture_specific_layers_hidden_states",
+    "test_retain_grad_hidden_states_attentions", "test_model_outputs_equivalence", "test_batching_equivalence",
+    "test_determinism", "test_save_load", "test_training", "test_resize_tokens_embeddings",
+    "test_can_init_all_missing_weights", "test_attn_implementation_composite_models",
+    "test_can_set_attention_dynamically_composite_model",
+}
+
+
+class TruncatedHiddenLayerTokenClassifierCommonTest(ModelTesterMixin, unittest.TestCase):
+    """A token classifier reading layers 1 and 2 of a 4-layer encoder (built 2 layers deep, scalar mix): the common
+    tests where truncation shows (hidden states, attentions, outputs, save/load, training, resizing). A subset, to keep
+    the module near two minutes; the full mixin runs on the untruncated model above."""
+
+    all_model_classes = (HiddenLayerTokenClassifier,)
+    _is_composite = True
+    test_can_init_all_missing_weights_before_2023 = True
+
+    def setUp(self):
+        self.model_tester = TruncatedModelTester(self, truncated_ner_config)
+
+    def _prepare_for_class(self, inputs_dict, model_class, return_labels=False):
+        inputs_dict = super()._prepare_for_class(inputs_dict, model_class, return_labels=False)
+        if return_labels:
+            inputs_dict["labels"] = torch.zeros_like(inputs_dict["input_ids"])
+        return inputs_dict
+
+
+for _name in dir(TruncatedHiddenLayerTokenClassifierCommonTest):
+    if (_name.startswith("test_") and callable(getattr(TruncatedHiddenLayerTokenClassifierCommonTest, _name))
+            and _name not in TRUNCATED_SUBSET):
+        setattr(TruncatedHiddenLayerTokenClassifierCommonTest, _name, None)
