@@ -571,3 +571,21 @@ def test_torch_export_with_dynamic_batch_and_sequence(kind):
         for inputs in (sample, other, model_inputs(kind, batch=1, length=3)):
             torch.testing.assert_close(exported.module()(**inputs).logits, model(**inputs).logits,
                                        rtol=1e-5, atol=1e-5)
+
+
+def test_torch_export_of_texts_longer_than_the_window():
+    """Texts longer than the window export too (one program for them, sizes declared Dim.DYNAMIC), with the same
+    logits: a guard that the export-friendly window logic kept the long-text path (this one passed before as well)."""
+    from torch.export import Dim
+
+    torch.manual_seed(0)
+    model = text_model(max_chunk_length=8).eval()
+    ids, mask = random_ids(batch=2, length=21, pad_last=3)
+    shapes = {"input_ids": {0: Dim.DYNAMIC, 1: Dim.DYNAMIC}, "attention_mask": {0: Dim.DYNAMIC, 1: Dim.DYNAMIC}}
+    with torch.no_grad():
+        exported = torch.export.export(model, args=(), kwargs={"input_ids": ids, "attention_mask": mask},
+                                       dynamic_shapes=shapes, strict=False).module()
+        for batch, length, pad in ((3, 21, 10), (2, 16, 0), (1, 9, 0), (4, 60, 30)):  # 10 pads: an empty window
+            ids, mask = random_ids(batch=batch, length=length, pad_last=pad)
+            torch.testing.assert_close(exported(input_ids=ids, attention_mask=mask).logits,
+                                       model(input_ids=ids, attention_mask=mask).logits, rtol=1e-5, atol=1e-5)

@@ -89,9 +89,11 @@ class FrozenEncoderMultiLabel(FrozenEncoderMultiLabelPreTrainedModel):
         hidden states are put back in input order (`[batch, sequence, hidden]`, each window encoded on its own) and
         the attentions are per window (`[batch * windows, heads, window, window]`). Eagerly, windows that are all
         padding are skipped; under `torch.export` / `torch.compile` every window runs (no data-dependent shapes),
-        with the same result. `torch.export` with a dynamic sequence length works for lengths up to the window
-        (`config.chunk_length`, the encoder's own limit); a range beyond it fails with torch's "Constraints
-        violated" error (torch cannot prove the window reshape's size guards for every length).
+        with the same result. `torch.export` with a dynamic batch and sequence length gives one program for
+        texts up to the window (`config.chunk_length`; explicit `Dim` ranges work) and, from a longer example, one
+        for texts longer than the window; declare the latter's sizes `Dim.DYNAMIC` (or `Dim.AUTO`): an explicit
+        `Dim` range fails with torch's "Constraints violated", as torch cannot prove the window reshape's size
+        identities for every length.
         """
         if input_ids is None:
             raise ValueError("forward_features needs `input_ids` (tokenize the texts with the model's tokenizer).")
