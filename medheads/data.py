@@ -15,9 +15,12 @@ Formats:
   multi-label sets);
 * images: an ``.npz`` archive with ``<split>_images`` / ``<split>_labels``
   arrays (:func:`read_npz_images`) or a ``root/<class>/<image>`` folder
-  (:func:`read_image_folder`).
+  (:func:`read_image_folder`); every image file is read by
+  :func:`load_training_image`, the loader the shipped image pipeline uses
+  (16-bit PNG / TIFF in their real range, DICOM windowed).
 
-This module imports only the standard library, numpy and (lazily) PIL.
+This module imports only the standard library, numpy, (lazily) PIL and
+medheads' own image loader.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ import numpy as np
 __all__ = [
     "DataFormatError",
     "IMAGE_EXTENSIONS",
+    "load_training_image",
     "filter_rare_labels",
     "read_conll",
     "read_image_folder",
@@ -56,7 +60,7 @@ csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
 CONLL_EXTENSIONS = (".tsv", ".txt", ".conll", ".iob")
 JSONL_EXTENSIONS = (".json", ".jsonl")
 TABLE_DELIMITERS = {".csv": ",", ".tsv": "\t", ".tab": "\t"}
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".dcm", ".dicom")
 _DOCSTART = "-DOCSTART-"
 _MAX_LISTED = 5
 
@@ -544,12 +548,27 @@ def read_npz_images(path: str | Path, split: str) -> tuple[np.ndarray, np.ndarra
     return images.astype(np.uint8, copy=False), labels.astype(np.int64)
 
 
+def load_training_image(source, name: str | None = None):
+    """An 8-bit RGB PIL image from a path, bytes, PIL image or array, read exactly as the shipped image pipeline
+    reads it (:func:`medheads.models.image_loading.load_image`: 16-bit and 12-bit-in-16 grayscale in their real
+    range, DICOM with rescale, window and MONOCHROME1 inversion). Anything unreadable raises one
+    :class:`DataFormatError` naming the file."""
+    from .models.image_loading import ImageLoadingError, load_image
+
+    try:
+        return load_image(source, name=name)
+    except ImageLoadingError as err:
+        raise DataFormatError(f"{err} Replace or remove it.") from None
+
+
 def read_image_folder(root: str | Path) -> tuple[list[str], list[str], list[int]]:
     """List the images of a ``root/<class>/<image>`` folder and check each one.
 
     Class names are the sub-folder names, sorted; class ids index that list.
     Files with an extension in :data:`IMAGE_EXTENSIONS` are images (hidden
-    files are skipped); each one is checked with PIL's ``verify()``.
+    files are skipped; ``.dcm`` is DICOM); each one is read once with
+    :func:`load_training_image`, so a file the pipeline could not read
+    correctly is refused here, before training.
 
     Args:
         root: the folder holding one sub-folder per class.
@@ -563,8 +582,6 @@ def read_image_folder(root: str | Path) -> tuple[list[str], list[str], list[int]
             class folder has no images, or an image cannot be read (the message
             names the file).
     """
-    from PIL import Image
-
     root = Path(root)
     if not root.is_dir():
         raise DataFormatError(f"{root}: not a folder; expected root/<class>/<image> layout")
@@ -587,14 +604,7 @@ def read_image_folder(root: str | Path) -> tuple[list[str], list[str], list[int]
                 f"{', '.join(IMAGE_EXTENSIONS)})"
             )
         for image_path in images:
-            try:
-                with Image.open(image_path) as image:
-                    image.verify()
-            except Exception as err:  # PIL raises many types for bad files
-                raise DataFormatError(
-                    f"{image_path}: unreadable or corrupt image ({type(err).__name__}: "
-                    f"{err}); replace or remove it"
-                ) from None
+            load_training_image(str(image_path))
             paths.append(str(image_path))
             labels.append(class_id)
     return paths, [p.name for p in class_dirs], labels
