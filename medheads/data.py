@@ -43,6 +43,7 @@ __all__ = [
     "DataFormatError",
     "IMAGE_EXTENSIONS",
     "load_training_image",
+    "read_image_table",
     "filter_rare_labels",
     "read_conll",
     "read_image_folder",
@@ -476,7 +477,9 @@ def filter_rare_labels(
 # --------------------------------------------------------------------------- #
 
 
-def read_npz_images(path: str | Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+def read_npz_images(
+    path: str | Path, split: str, label_matrix: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
     """Read one split of an image ``.npz`` archive (MedMNIST layout).
 
     The archive holds ``<split>_images`` (``[N, H, W]`` or ``[N, H, W, C]``,
@@ -486,6 +489,9 @@ def read_npz_images(path: str | Path, split: str) -> tuple[np.ndarray, np.ndarra
     Args:
         path: the ``.npz`` file (loaded with ``allow_pickle=False``).
         split: split prefix, e.g. ``"train"`` or ``"val"``.
+        label_matrix: also accept ``[N, K]`` labels (multi-hot 0/1 for
+            multi-label, numbers for regression, as ChestMNIST) and float ``[N]``
+            targets; they are returned as they are (``float64`` or ``int64``).
 
     Returns:
         ``(images, labels)``: a ``uint8`` array and an ``int64`` array of length N.
@@ -533,6 +539,21 @@ def read_npz_images(path: str | Path, split: str) -> tuple[np.ndarray, np.ndarra
         )
     if labels.ndim == 2 and labels.shape[1] == 1:
         labels = labels[:, 0]
+    if label_matrix and labels.ndim in (1, 2) and (
+        np.issubdtype(labels.dtype, np.integer)
+        or np.issubdtype(labels.dtype, np.floating)
+        or labels.dtype == np.bool_
+    ):
+        if len(labels) != len(images):
+            raise DataFormatError(
+                f"{path}: {len(images)} images in {image_key!r} but {len(labels)} label rows "
+                f"in {label_key!r}"
+            )
+        if np.issubdtype(labels.dtype, np.floating):
+            if not np.isfinite(labels).all():
+                raise DataFormatError(f"{path}: {label_key!r} holds NaN or infinite values")
+            return images.astype(np.uint8, copy=False), labels.astype(np.float64)
+        return images.astype(np.uint8, copy=False), labels.astype(np.int64)
     if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
         raise DataFormatError(
             f"{path}: {label_key!r} has shape {labels.shape} and dtype {labels.dtype}; "
@@ -546,6 +567,47 @@ def read_npz_images(path: str | Path, split: str) -> tuple[np.ndarray, np.ndarra
     if labels.size and labels.min() < 0:
         raise DataFormatError(f"{path}: {label_key!r} holds negative class ids")
     return images.astype(np.uint8, copy=False), labels.astype(np.int64)
+
+
+def read_image_table(
+    path: str | Path, image_column: str = "image", label_column: str = "labels"
+) -> tuple[list[str], list[Any]]:
+    """Read a CSV / TSV / JSON-lines table of image paths and labels.
+
+    Image paths are taken relative to the table's folder unless absolute, and
+    must exist. Label cells are returned as they are (a string such as
+    ``"effusion;nodule"`` for multi-label, a class name, a number, or a JSON
+    list); the caller interprets them for its problem type.
+
+    Raises:
+        DataFormatError: unreadable table, a missing column (the message lists
+            the columns present), an empty cell, or a missing image file (the
+            message names the line).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataFormatError(f"{path}: no such file")
+    columns, records = _table_records(path)
+    for column, flag in ((image_column, "--image_column_name"), (label_column, "--label_column_name")):
+        if column not in columns:
+            raise DataFormatError(
+                f"{path}: no column {column!r}; columns present: {columns} (pass {flag})"
+            )
+    if not records:
+        raise DataFormatError(f"{path}: the table has a header but no rows")
+    paths: list[str] = []
+    labels: list[Any] = []
+    for line_no, record in records:
+        cell = _cell_text(record.get(image_column)).strip()
+        if not cell:
+            raise DataFormatError(f"{path}:{line_no}: empty {image_column!r} cell")
+        image_path = Path(cell) if Path(cell).is_absolute() else path.parent / cell
+        if not image_path.is_file():
+            raise DataFormatError(f"{path}:{line_no}: image {cell!r} not found (looked for {image_path})")
+        value = record.get(label_column)
+        paths.append(str(image_path))
+        labels.append(value.strip() if isinstance(value, str) else ("" if value is None else value))
+    return paths, labels
 
 
 def load_training_image(source, name: str | None = None):
