@@ -124,6 +124,20 @@ def test_multilabel_training_tunes_thresholds_and_the_shipped_pipeline_returns_t
     assert sorted(row["label"] for row in result["all"]) == sorted(FINDINGS)  # top_k=None: every label
     assert len(result["top1"]) == 1 and result["top1"][0] == max(result["all"], key=lambda r: r["score"])
 
+    # the card describes the multi-label model and its thresholds; the staged repo carries the pipeline code
+    from medheads.hub.publishing import build_model_card, stage_model
+
+    card = build_model_card(out, "org/findings", revision="0" * 40)
+    text = str(card)
+    assert "Multi-label image classification: any of 3 findings (dot, left, top)" in text
+    assert "tuned for F1 on the validation split" in text and "| F1 | support | threshold |" in text
+    assert 'print(classifier("image.png", top_k=None))' in text and "predict_labels(logits=logits)" in text
+    index = {r.metric_name: r.metric_value for r in card.data.eval_results}
+    assert index["Micro F1"] == round(results["predict_micro_f1"], 4)
+    assert index["Subset accuracy (exact match)"] == round(results["predict_subset_accuracy"], 4)
+    stage_model(out, "org/findings", staging_dir=tmp_path / "staged")
+    assert {"pipeline_image_classification.py", "image_loading.py"} <= {p.name for p in (tmp_path / "staged").iterdir()}
+
 
 def test_cells_joined_by_another_separator_stop_with_a_message_naming_the_flag(tmp_path):
     """Cells joined by '|' hold no ';': instead of training on label *combinations* as classes, the run stops and
