@@ -208,3 +208,32 @@ def test_image_loading_imports_only_what_remote_code_may():
     from transformers.dynamic_module_utils import get_imports
 
     assert set(get_imports(source)) <= {"__future__", "base64", "io", "os", "pathlib", "numpy", "urllib"}
+
+
+def test_training_transform_and_pipeline_see_the_same_pixels(tmp_path):
+    """A 16-bit PNG and a DICOM in a training folder reach the model as the shipped pipeline would feed them."""
+    import sys
+
+    import torch
+    from transformers import pipeline
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from tiny import backbone_config, make_image_processor
+
+    from medheads import ViTPatchClassifier, ViTPatchClassifierConfig
+    from medheads.training.image_classification import ImageTransform
+
+    Image.fromarray(GRADIENT_12BIT).save(tmp_path / "x16.png")
+    paths = [str(tmp_path / "x16.png")]
+    if __import__("importlib").util.find_spec("pydicom"):
+        paths.append(str(write_dicom(tmp_path / "x.dcm", GRADIENT_12BIT, slope=2.0, intercept=-1024.0, center=40,
+                                     width=400)))
+    processor = make_image_processor(32)
+    model = ViTPatchClassifier(ViTPatchClassifierConfig(backbone_config=backbone_config(), head="cls",
+                                                        id2label={0: "a", 1: "b"})).eval()
+    pipe = pipeline("image-classification", model=model, image_processor=processor)
+    training = ImageTransform(processor)({"image": paths, "labels": [0] * len(paths)})["pixel_values"]
+    for i, path in enumerate(paths):
+        torch.testing.assert_close(training[i], pipe.preprocess(path)["pixel_values"][0], rtol=0, atol=0)
+    assert training[0].max() > 0.9 and training[0].min() < -0.9  # the full range (-1..1 after normalisation)
+    assert (training[0] > 0.9).float().mean() < 0.1  # not mostly white (the stock reader: 94%)

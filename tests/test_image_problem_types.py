@@ -322,3 +322,24 @@ def test_pipeline_reads_16bit_png_and_dicom_and_names_unreadable_files(tmp_path)
 
     write_dicom(tmp_path / "x.dcm", gradient)  # no window: the stored range, i.e. the same pixels as x8.png
     assert pipe(str(tmp_path / "x.dcm"), top_k=None) == pipe(str(tmp_path / "x8.png"), top_k=None)
+
+
+def test_dataset_with_lists_of_class_ids_is_multilabel(tmp_path):
+    import datasets
+
+    from medheads.training.arguments import MedheadsTrainingArguments
+    from medheads.training.image_classification import ImageDataArguments, load_image_data
+
+    rng = np.random.default_rng(0)
+    images = [Image.fromarray((rng.random((16, 16)) * 255).astype(np.uint8)) for _ in range(10)]
+    lists = [[0, 2], [1], [], [2], [0], [1, 2], [0], [2], [1], [0, 1]]
+    table = datasets.Dataset.from_dict({"image": images, "label": lists}, features=datasets.Features(
+        {"image": datasets.Image(), "label": datasets.Sequence(datasets.ClassLabel(names=["a", "b", "c"]))}))
+    datasets.DatasetDict({"train": table, "validation": table}).save_to_disk(tmp_path / "ds")
+    data = load_image_data(ImageDataArguments(dataset_name=str(tmp_path / "ds")),
+                           MedheadsTrainingArguments(output_dir=str(tmp_path / "o"), do_train=True))
+    assert data.problem_type == "multi_label_classification" and data.class_names == ["a", "b", "c"]
+    expected = np.zeros((10, 3))
+    for i, row in enumerate(lists):
+        expected[i, row] = 1
+    np.testing.assert_array_equal(np.asarray(data.splits["train"]["labels"]), expected)

@@ -470,7 +470,11 @@ def _multi_label_targets(splits: dict[str, datasets.Dataset], sources: dict[str,
     per_split, kinds = {}, {}
     for split, table in splits.items():
         feature, cells = table.features["labels"], table["labels"]
-        if _is_list_feature(feature) and not _inner_dtype(feature).startswith(("string", "large_string")):
+        inner = getattr(feature, "feature", None)
+        if _is_list_feature(feature) and isinstance(inner, datasets.ClassLabel):  # lists of class ids
+            given = given or list(inner.names)
+            per_split[split], kinds[split] = [[inner.names[int(i)] for i in cell] for cell in cells], "names"
+        elif _is_list_feature(feature) and not _inner_dtype(feature).startswith(("string", "large_string")):
             rows = np.asarray(cells, dtype=float)
             if rows.ndim != 2 or not np.isin(rows, (0.0, 1.0)).all():
                 raise DataFormatError(f"{sources[split]}: multi-label rows must be multi-hot 0/1 vectors of one "
