@@ -19,7 +19,8 @@ def register_task_pipeline(task: str, pipeline_class: type, auto_class: type) ->
     entry = {key: value for key, value in current.items() if key not in ("impl", "pt")}
     entry.update(impl=pipeline_class, pt=(auto_class,))
     PIPELINE_REGISTRY.supported_tasks[task] = entry
-    pipeline_class._registered_impl = {task: entry}
+    # what Pipeline.save_pretrained writes into config.json's custom_pipelines (the stock default model is not ours)
+    pipeline_class._registered_impl = {task: {key: value for key, value in entry.items() if key != "default"}}
 
 
 __all__ = ["register_task_pipeline"]

@@ -343,3 +343,26 @@ def test_dataset_with_lists_of_class_ids_is_multilabel(tmp_path):
     for i, row in enumerate(lists):
         expected[i, row] = 1
     np.testing.assert_array_equal(np.asarray(data.splits["train"]["labels"]), expected)
+
+
+def test_with_medheads_installed_a_folder_needs_no_remote_code(tmp_path):
+    """config.json names the shipped pipeline (custom_pipelines, for users without medheads); with medheads imported
+    the local classes and the registered pipeline serve the folder, so trust_remote_code is not required."""
+    from transformers import pipeline
+
+    model = tiny_model("multi_label_classification", thresholds=[0.2, 0.5, 0.8])
+    model.save_pretrained(tmp_path / "m")
+    make_image_processor(32).save_pretrained(tmp_path / "m")
+    saved = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert saved["custom_pipelines"]["image-classification"] == {
+        "impl": "pipeline_image_classification.MedheadsImageClassificationPipeline",
+        "pt": ["AutoModelForImageClassification"], "type": "image"}
+    pipe = pipeline("image-classification", model=str(tmp_path / "m"))
+    assert type(pipe).__module__ == "medheads.models.pipeline_image_classification"
+    image = (np.random.default_rng(1).random((32, 32)) * 255).astype(np.uint8)
+    assert pipe(image, top_k=None) == pipeline("image-classification", model=model,
+                                               image_processor=make_image_processor(32))(image, top_k=None)
+    pipe.save_pretrained(tmp_path / "again")  # a pipeline saved by a medheads user still ships its pipeline
+    again = json.loads((tmp_path / "again" / "config.json").read_text())
+    assert again["custom_pipelines"] == saved["custom_pipelines"]
+    assert (tmp_path / "again" / "pipeline_image_classification.py").is_file()

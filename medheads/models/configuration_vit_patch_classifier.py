@@ -69,7 +69,12 @@ class ViTPatchClassifierConfig(PreTrainedConfig):
         if isinstance(self.backbone_config, dict) and "model_type" not in self.backbone_config:
             raise ValueError("`backbone_config` is a dict without `model_type`: pass a config object or its to_dict().")
         super().__post_init__(**kwargs)
-        if not getattr(self, "custom_pipelines", None):
+        if type(self).__module__.startswith("medheads."):
+            # medheads is installed: `import medheads` registered the same pipeline for the task, so a folder loads
+            # with the local classes and needs no trust_remote_code (transformers demands it for custom_pipelines).
+            # The saved config.json still names the shipped pipeline (to_dict), for everyone else.
+            self.__dict__.pop("custom_pipelines", None)
+        elif not getattr(self, "custom_pipelines", None):
             self.custom_pipelines = copy.deepcopy(CUSTOM_PIPELINES)
         if self.id2label is not None and not self.label2id:
             self.label2id = {label: i for i, label in self.id2label.items()}
@@ -109,6 +114,11 @@ class ViTPatchClassifierConfig(PreTrainedConfig):
             )
         if any(isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= float(v) <= 1.0 for v in values):
             raise ValueError(f"`thresholds` are probabilities and must lie in [0, 1], got {thresholds}.")
+
+    def to_dict(self):
+        output = super().to_dict()
+        output.setdefault("custom_pipelines", copy.deepcopy(CUSTOM_PIPELINES))
+        return output
 
     @staticmethod
     def _side(value) -> int:
