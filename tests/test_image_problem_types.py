@@ -366,3 +366,27 @@ def test_with_medheads_installed_a_folder_needs_no_remote_code(tmp_path):
     again = json.loads((tmp_path / "again" / "config.json").read_text())
     assert again["custom_pipelines"] == saved["custom_pipelines"]
     assert (tmp_path / "again" / "pipeline_image_classification.py").is_file()
+
+
+def test_empty_label_cells_without_separator_name_the_flag(tmp_path):
+    """Multi-label data where every image has at most one finding holds no ';': the empty cells ('no finding') must
+    not become a class named ''."""
+    from medheads.data import DataFormatError
+    from medheads.training.arguments import MedheadsTrainingArguments
+    from medheads.training.image_classification import ImageDataArguments, load_image_data
+
+    root = tmp_path / "sparse"
+    root.mkdir()
+    rows = ["image,labels"]
+    for i, label in enumerate(["effusion", "", "nodule", "", "effusion", "nodule", "", "effusion"]):
+        Image.fromarray(np.full((8, 8), 30 * i, dtype=np.uint8), mode="L").save(root / f"{i}.png")
+        rows.append(f"{i}.png,{label}")
+    (root / "t.csv").write_text("\n".join(rows) + "\n")
+    args = MedheadsTrainingArguments(output_dir=str(tmp_path / "o"), do_train=True)
+    with pytest.raises(DataFormatError, match="--problem_type multi_label_classification"):
+        load_image_data(ImageDataArguments(train_file=str(root / "t.csv"), label_column_name="labels"), args)
+    data = load_image_data(ImageDataArguments(train_file=str(root / "t.csv"), label_column_name="labels",
+                                              problem_type="multi_label_classification", train_val_split=0.25), args)
+    assert data.class_names == ["effusion", "nodule"]
+    labels = np.asarray(list(data.splits["train"]["labels"]) + list(data.splits["validation"]["labels"]))
+    assert labels.sum() == 5 and (labels.sum(axis=1) == 0).sum() == 3

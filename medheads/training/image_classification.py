@@ -450,6 +450,10 @@ def infer_problem_type(splits: dict[str, datasets.Dataset], sources: dict[str, s
                     f"{sources[first]}: label cells such as {joined[0]!r} look like lists joined by {other!r}, not "
                     f"{separator!r}: pass --label_separator {other!r} (multi-label), or --problem_type "
                     "single_label_classification if each cell is one class name")
+        if "" in cells:
+            raise DataFormatError(
+                f"{sources[first]}: some label cells are empty and none holds {separator!r}: if an empty cell means "
+                "'no finding', pass --problem_type multi_label_classification; otherwise give every image its class")
         return SINGLE_LABEL, f"one label per image and no {separator!r} in any cell"
     if isinstance(feature, datasets.Value) and feature.dtype.startswith("float"):
         values = np.asarray(splits[first]["labels"], dtype=float)
@@ -622,7 +626,12 @@ def load_image_data(data_args: ImageDataArguments, training_args, model_args: Mo
                                                   data_args.label_column_name)
     else:
         for split, table in splits.items():
-            if _is_list_feature(table.features["labels"]):
+            feature = table.features["labels"]
+            if isinstance(feature, datasets.Value) and "string" in feature.dtype and "" in set(table["labels"]):
+                raise DataFormatError(f"{sources[split]}: empty label cells in a single-label run: give every image "
+                                      "its class (or pass --problem_type multi_label_classification if an empty "
+                                      "cell means no finding)")
+            if _is_list_feature(feature):
                 raise DataFormatError(f"{sources[split]}: the labels are lists (multi-label) but --problem_type is "
                                       "single_label_classification: pass --problem_type multi_label_classification")
         splits, class_names = _unify_labels(splits, sources, data_args.names())
