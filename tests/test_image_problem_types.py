@@ -82,8 +82,10 @@ def run_blocked_pipeline(folder: Path, images: list[str], tmp_path: Path) -> dic
 
 def test_multilabel_training_tunes_thresholds_and_the_shipped_pipeline_returns_the_same_label_sets(
         multilabel_tables, tmp_path):
+    from medheads.training.cli import main as medheads_command
+
     out = tmp_path / "findings_model"
-    status = main(["--train_file", str(multilabel_tables["train"]), "--validation_file", str(multilabel_tables["val"]),
+    status = medheads_command(["train-image", "--train_file", str(multilabel_tables["train"]), "--validation_file", str(multilabel_tables["val"]),
                    "--test_file", str(multilabel_tables["test"]), "--label_column_name", "labels", *TINY_VIT,
                    "--head", "cls_mean", "--output_dir", str(out), "--do_train", "--do_eval", "--do_predict",
                    "--num_train_epochs", "6", "--learning_rate", "3e-3", "--per_device_train_batch_size", "12",
@@ -206,11 +208,14 @@ def test_regression_trains_and_the_pipeline_returns_values(tmp_path):
 
 
 def test_bad_problem_type_input_is_one_clear_error(multilabel_tables, tmp_path, capsys):
-    status = main(["--train_file", str(multilabel_tables["train"]), "--label_column_name", "labels",
-                   "--balance", "sampler", *TINY_VIT, "--output_dir", str(tmp_path / "x"), "--do_train", *QUIET])
+    from medheads.training.cli import main as medheads_command
+
+    status = medheads_command(["train-image", "--train_file", str(multilabel_tables["train"]),
+                               "--label_column_name", "labels", "--balance", "sampler", *TINY_VIT, "--output_dir", str(tmp_path / "x"), "--do_train", *QUIET])
     assert status == 2
     err = capsys.readouterr().err
-    assert "--balance sampler balances classes of a single-label problem" in err and "Traceback" not in err
+    assert "Traceback" not in err and err.count("error:") == 1
+    assert "medheads train-image: error: --balance sampler balances classes of a single-label problem" in err
     status = main(["--train_file", str(multilabel_tables["train"]), "--label_column_name", "labels",
                    "--problem_type", "regression", *TINY_VIT, "--output_dir", str(tmp_path / "y"), "--do_train",
                    *QUIET])
