@@ -58,6 +58,9 @@ DEFAULT_MEAN_STD = [0.5, 0.5, 0.5]
 SINGLE_LABEL, MULTI_LABEL, REGRESSION = "single_label_classification", "multi_label_classification", "regression"
 PROBLEM_TYPES = (SINGLE_LABEL, MULTI_LABEL, REGRESSION)
 TABLE_EXTENSIONS = (".csv", ".tsv", ".tab", ".json", ".jsonl")
+# Part of the feature-cache key: features computed before images went through medheads' own reader (which changed how
+# 16-bit PNGs read) must not be reused.
+IMAGE_READER = "medheads.models.image_loading/1"
 UNTUNED = "threshold_05"  # infix of multi-label metrics at the default 0.5 threshold: eval_threshold_05_micro_f1
 
 
@@ -1056,7 +1059,7 @@ def _feature_dataset(model, table: datasets.Dataset, processor, model_args: Mode
                            batch_size=training_args.per_device_eval_batch_size, length_column=None,
                            cache_dir=model_args.feature_cache_dir, training_args=training_args,
                            desc=f"Backbone features ({split})",
-                           extra_fingerprint=processor.to_json_string() + signature)
+                           extra_fingerprint=processor.to_json_string() + signature + IMAGE_READER)
 
 
 MULTILABEL_KEYS = ("micro_f1", "micro_precision", "micro_recall", "macro_f1", "samples_f1", "subset_accuracy",
