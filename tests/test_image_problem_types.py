@@ -206,6 +206,13 @@ def test_regression_trains_and_the_pipeline_returns_values(tmp_path):
     assert [row["label"] for row in output] == ["age"]
     assert output[0]["score"] == pytest.approx(value, abs=1e-4)  # the raw value, no sigmoid
 
+    from medheads.hub.publishing import build_model_card
+
+    card = build_model_card(out, "org/age", revision="0" * 40)
+    assert "Image regression of 1 value\n(age)" in str(card) or "Image regression of 1 value (age)" in str(card)
+    index = {r.metric_name: r.metric_value for r in card.data.eval_results}
+    assert index["Mean squared error"] == round(results["eval_mse"], 4)
+
 
 def test_bad_problem_type_input_is_one_clear_error(multilabel_tables, tmp_path, capsys):
     from medheads.training.cli import main as medheads_command
