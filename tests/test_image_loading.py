@@ -237,3 +237,28 @@ def test_training_transform_and_pipeline_see_the_same_pixels(tmp_path):
         torch.testing.assert_close(training[i], pipe.preprocess(path)["pixel_values"][0], rtol=0, atol=0)
     assert training[0].max() > 0.9 and training[0].min() < -0.9  # the full range (-1..1 after normalisation)
     assert (training[0] > 0.9).float().mean() < 0.1  # not mostly white (the stock reader: 94%)
+
+
+PNEUMONIA = Path(__import__("os").environ.get("MEDHEADS_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data")) \
+    / "pneumoniamnist" / "pneumoniamnist.npz"
+
+
+@pytest.mark.skipif(not PNEUMONIA.is_file(), reason=f"PneumoniaMNIST not found at {PNEUMONIA}")
+def test_real_xrays_as_12bit_pngs_are_not_clipped():
+    """PneumoniaMNIST validation X-rays written as 12-bit-in-16 PNGs (value * 16 + 8): transformers' loader turns
+    almost every pixel white; medheads' loader gives back the image (min..max scaled) exactly."""
+    from transformers.image_utils import load_image as stock_load_image
+
+    from medheads.models.image_loading import rescale_range, to_uint8
+
+    images = np.load(PNEUMONIA)["val_images"][:100]
+    stock_white, ours_white = [], []
+    for image in images:
+        buffer = io.BytesIO()
+        Image.fromarray(image.astype(np.uint16) * 16 + 8).save(buffer, format="PNG")
+        stock = np.asarray(stock_load_image(Image.open(io.BytesIO(buffer.getvalue()))))[..., 0]
+        ours = gray(load_image(buffer.getvalue()))
+        np.testing.assert_array_equal(ours, to_uint8(rescale_range(image)))
+        stock_white.append((stock == 255).mean())
+        ours_white.append((ours == 255).mean())
+    assert np.mean(stock_white) > 0.9 and np.mean(ours_white) < 0.01
