@@ -46,6 +46,16 @@ def _register() -> None:
 
 _register()
 
+
+def _register_pipelines() -> None:
+    from .models.pipeline_image_classification import MedheadsImageClassificationPipeline
+    from .pipeline_registry import register_task_pipeline
+
+    register_task_pipeline("image-classification", MedheadsImageClassificationPipeline, AutoModelForImageClassification)
+
+
+_register_pipelines()
+
 __all__ = [
     "HiddenLayerTokenClassifierConfig", "HiddenLayerTokenClassifier",
     "FrozenEncoderMultiLabelConfig", "FrozenEncoderMultiLabel",

@@ -15,9 +15,12 @@ Formats:
   multi-label sets);
 * images: an ``.npz`` archive with ``<split>_images`` / ``<split>_labels``
   arrays (:func:`read_npz_images`) or a ``root/<class>/<image>`` folder
-  (:func:`read_image_folder`).
+  (:func:`read_image_folder`); every image file is read by
+  :func:`load_training_image`, the loader the shipped image pipeline uses
+  (16-bit PNG / TIFF in their real range, DICOM windowed).
 
-This module imports only the standard library, numpy and (lazily) PIL.
+This module imports only the standard library, numpy, (lazily) PIL and
+medheads' own image loader.
 """
 
 from __future__ import annotations
@@ -39,6 +42,8 @@ import numpy as np
 __all__ = [
     "DataFormatError",
     "IMAGE_EXTENSIONS",
+    "load_training_image",
+    "read_image_table",
     "filter_rare_labels",
     "read_conll",
     "read_image_folder",
@@ -56,7 +61,7 @@ csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
 CONLL_EXTENSIONS = (".tsv", ".txt", ".conll", ".iob")
 JSONL_EXTENSIONS = (".json", ".jsonl")
 TABLE_DELIMITERS = {".csv": ",", ".tsv": "\t", ".tab": "\t"}
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".dcm", ".dicom")
 _DOCSTART = "-DOCSTART-"
 _MAX_LISTED = 5
 
@@ -472,7 +477,9 @@ def filter_rare_labels(
 # --------------------------------------------------------------------------- #
 
 
-def read_npz_images(path: str | Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+def read_npz_images(
+    path: str | Path, split: str, label_matrix: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
     """Read one split of an image ``.npz`` archive (MedMNIST layout).
 
     The archive holds ``<split>_images`` (``[N, H, W]`` or ``[N, H, W, C]``,
@@ -482,6 +489,9 @@ def read_npz_images(path: str | Path, split: str) -> tuple[np.ndarray, np.ndarra
     Args:
         path: the ``.npz`` file (loaded with ``allow_pickle=False``).
         split: split prefix, e.g. ``"train"`` or ``"val"``.
+        label_matrix: also accept ``[N, K]`` labels (multi-hot 0/1 for
+            multi-label, numbers for regression, as ChestMNIST) and float ``[N]``
+            targets; they are returned as they are (``float64`` or ``int64``).
 
     Returns:
         ``(images, labels)``: a ``uint8`` array and an ``int64`` array of length N.
@@ -529,6 +539,21 @@ def read_npz_images(path: str | Path, split: str) -> tuple[np.ndarray, np.ndarra
         )
     if labels.ndim == 2 and labels.shape[1] == 1:
         labels = labels[:, 0]
+    if label_matrix and labels.ndim in (1, 2) and (
+        np.issubdtype(labels.dtype, np.integer)
+        or np.issubdtype(labels.dtype, np.floating)
+        or labels.dtype == np.bool_
+    ):
+        if len(labels) != len(images):
+            raise DataFormatError(
+                f"{path}: {len(images)} images in {image_key!r} but {len(labels)} label rows "
+                f"in {label_key!r}"
+            )
+        if np.issubdtype(labels.dtype, np.floating):
+            if not np.isfinite(labels).all():
+                raise DataFormatError(f"{path}: {label_key!r} holds NaN or infinite values")
+            return images.astype(np.uint8, copy=False), labels.astype(np.float64)
+        return images.astype(np.uint8, copy=False), labels.astype(np.int64)
     if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
         raise DataFormatError(
             f"{path}: {label_key!r} has shape {labels.shape} and dtype {labels.dtype}; "
@@ -544,12 +569,68 @@ def read_npz_images(path: str | Path, split: str) -> tuple[np.ndarray, np.ndarra
     return images.astype(np.uint8, copy=False), labels.astype(np.int64)
 
 
+def read_image_table(
+    path: str | Path, image_column: str = "image", label_column: str = "labels"
+) -> tuple[list[str], list[Any]]:
+    """Read a CSV / TSV / JSON-lines table of image paths and labels.
+
+    Image paths are taken relative to the table's folder unless absolute, and
+    must exist. Label cells are returned as they are (a string such as
+    ``"effusion;nodule"`` for multi-label, a class name, a number, or a JSON
+    list); the caller interprets them for its problem type.
+
+    Raises:
+        DataFormatError: unreadable table, a missing column (the message lists
+            the columns present), an empty cell, or a missing image file (the
+            message names the line).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataFormatError(f"{path}: no such file")
+    columns, records = _table_records(path)
+    for column, flag in ((image_column, "--image_column_name"), (label_column, "--label_column_name")):
+        if column not in columns:
+            raise DataFormatError(
+                f"{path}: no column {column!r}; columns present: {columns} (pass {flag})"
+            )
+    if not records:
+        raise DataFormatError(f"{path}: the table has a header but no rows")
+    paths: list[str] = []
+    labels: list[Any] = []
+    for line_no, record in records:
+        cell = _cell_text(record.get(image_column)).strip()
+        if not cell:
+            raise DataFormatError(f"{path}:{line_no}: empty {image_column!r} cell")
+        image_path = Path(cell) if Path(cell).is_absolute() else path.parent / cell
+        if not image_path.is_file():
+            raise DataFormatError(f"{path}:{line_no}: image {cell!r} not found (looked for {image_path})")
+        value = record.get(label_column)
+        paths.append(str(image_path))
+        labels.append(value.strip() if isinstance(value, str) else ("" if value is None else value))
+    return paths, labels
+
+
+def load_training_image(source, name: str | None = None):
+    """An 8-bit RGB PIL image from a path, bytes, PIL image or array, read exactly as the shipped image pipeline
+    reads it (:func:`medheads.models.image_loading.load_image`: 16-bit and 12-bit-in-16 grayscale in their real
+    range, DICOM with rescale, window and MONOCHROME1 inversion). Anything unreadable raises one
+    :class:`DataFormatError` naming the file."""
+    from .models.image_loading import ImageLoadingError, load_image
+
+    try:
+        return load_image(source, name=name)
+    except ImageLoadingError as err:
+        raise DataFormatError(f"{err} Replace or remove it.") from None
+
+
 def read_image_folder(root: str | Path) -> tuple[list[str], list[str], list[int]]:
     """List the images of a ``root/<class>/<image>`` folder and check each one.
 
     Class names are the sub-folder names, sorted; class ids index that list.
     Files with an extension in :data:`IMAGE_EXTENSIONS` are images (hidden
-    files are skipped); each one is checked with PIL's ``verify()``.
+    files are skipped; ``.dcm`` is DICOM); each one is read once with
+    :func:`load_training_image`, so a file the pipeline could not read
+    correctly is refused here, before training.
 
     Args:
         root: the folder holding one sub-folder per class.
@@ -563,8 +644,6 @@ def read_image_folder(root: str | Path) -> tuple[list[str], list[str], list[int]
             class folder has no images, or an image cannot be read (the message
             names the file).
     """
-    from PIL import Image
-
     root = Path(root)
     if not root.is_dir():
         raise DataFormatError(f"{root}: not a folder; expected root/<class>/<image> layout")
@@ -587,14 +666,7 @@ def read_image_folder(root: str | Path) -> tuple[list[str], list[str], list[int]
                 f"{', '.join(IMAGE_EXTENSIONS)})"
             )
         for image_path in images:
-            try:
-                with Image.open(image_path) as image:
-                    image.verify()
-            except Exception as err:  # PIL raises many types for bad files
-                raise DataFormatError(
-                    f"{image_path}: unreadable or corrupt image ({type(err).__name__}: "
-                    f"{err}); replace or remove it"
-                ) from None
+            load_training_image(str(image_path))
             paths.append(str(image_path))
             labels.append(class_id)
     return paths, [p.name for p in class_dirs], labels

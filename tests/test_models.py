@@ -309,6 +309,9 @@ def test_image_input_errors():
     model = image_model()
     with pytest.raises(ValueError, match="1 channels but the backbone expects 3"):
         model(pixel_values=torch.randn(1, 1, 32, 32))
+    with pytest.raises(ValueError, match="multi-hot of shape"):  # problem_type None: float labels read as multi-hot
+        model(pixel_values=torch.randn(2, 3, 32, 32), labels=torch.tensor([0.0, 1.0]))
+    model.config.problem_type = "single_label_classification"
     with pytest.raises(ValueError, match="integer class ids"):
         model(pixel_values=torch.randn(2, 3, 32, 32), labels=torch.tensor([0.0, 1.0]))
 

@@ -306,7 +306,8 @@ CLIENT = textwrap.dedent(
             result = pipe(item["text"], aggregation_strategy="simple")
         out[kind] = {"config_class": type(config).__name__, "model_class": type(model).__name__,
                      "model_module": type(model).__module__, "logits": logits.tolist(),
-                     "pipeline": json.loads(json.dumps(result, default=float))}
+                     "pipeline": json.loads(json.dumps(result, default=float)),
+                     "pipeline_class": type(pipe).__module__ + "." + type(pipe).__name__}
     print("@@RESULT@@" + json.dumps(out))
     '''
 )
@@ -361,5 +362,8 @@ def test_end_to_end_publish_serve_load_without_medheads(tmp_path, tiny_tokenizer
     sigmoid = torch.sigmoid(expected["text"][0])
     assert by_label == pytest.approx({CUI_LABELS[i]: float(sigmoid[i]) for i in CUI_LABELS}, abs=1e-5)
     image_out = result["image"]["pipeline"]
+    # the image pipeline that ships in the repo (custom_pipelines), fetched by Hub id with its image reader
+    assert result["image"]["pipeline_class"].startswith("transformers_modules.")
+    assert result["image"]["pipeline_class"].endswith(".pipeline_image_classification.MedheadsImageClassificationPipeline")
     assert {row["label"] for row in image_out} == set(IMAGE_LABELS.values())
     assert sum(row["score"] for row in image_out) == pytest.approx(1.0, abs=1e-5)

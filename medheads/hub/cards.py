@@ -250,7 +250,10 @@ INDEX_METRICS = {
                     ("weighted_f1", "f1", "Weighted F1", "weighted")],
     "image": [("accuracy", "accuracy", "Accuracy", None), ("roc_auc", "roc_auc", "ROC AUC", None),
               ("macro_f1", "f1", "Macro F1", "macro"), ("weighted_f1", "f1", "Weighted F1", "weighted")],
+    "image_regression": [("mse", "mse", "Mean squared error", None), ("rmse", "rmse", "Root mean squared error", None),
+                         ("mae", "mae", "Mean absolute error", None), ("r2", "r2", "R squared", None)],
 }
+INDEX_METRICS["image_multi_label"] = INDEX_METRICS["multi_label"]
 #: Further rows of the results table (not in the model-index).
 EXTRA_METRICS = {
     "token": [("macro_precision", "Span precision (macro)"), ("macro_recall", "Span recall (macro)"),
@@ -262,7 +265,9 @@ EXTRA_METRICS = {
                     ("weighted_precision", "Weighted precision"), ("weighted_recall", "Weighted recall"),
                     ("loss", "Loss")],
     "image": [("macro_precision", "Macro precision"), ("macro_recall", "Macro recall"), ("loss", "Loss")],
+    "image_regression": [("loss", "Loss")],
 }
+EXTRA_METRICS["image_multi_label"] = EXTRA_METRICS["multi_label"]
 TASK_NAMES = {"token-classification": "Named-entity recognition", "text-classification": "Text classification",
               "image-classification": "Image classification"}
 DEFAULT_WIDGETS = {
@@ -579,6 +584,9 @@ def _problem(config: dict) -> str:
 
 
 def _metric_group(run: _Run) -> str:
+    if run.kind == "image":  # problem_type None: a single-label checkpoint saved before multi-label existed
+        return {"multi_label_classification": "image_multi_label", "regression": "image_regression"}.get(
+            run.config.get("problem_type"), "image")
     return _problem(run.config) if run.kind == "text" else run.kind
 
 
@@ -669,6 +677,10 @@ def _head_info(run: _Run) -> dict:
             "projection": projection, "image_size": image_size, "patch_size": patch, "tokens": tokens,
             "native_size": native, "interpolated": image_size != native, "dropout": config.get("head_dropout", 0.0),
             "frozen": bool(config.get("freeze_backbone", True)),
+            "problem_type": config.get("problem_type") or "single_label_classification",
+            "thresholds": config.get("thresholds"),
+            "tuned_thresholds": isinstance(config.get("thresholds"), list),
+            "threshold": config.get("thresholds") if isinstance(config.get("thresholds"), (int, float)) else 0.5,
             "convert_rgb": bool(processor.get("do_convert_rgb")),
             "mean": processor.get("image_mean"), "std": processor.get("image_std")}
 
@@ -797,7 +809,7 @@ def _results(run: _Run, prefix: str, labels: list[str]) -> dict:
     count_row = [_count(m.get(f"{p}_samples")) for p in prefixes]
 
     names = _entity_types(labels) if run.kind == "token" else labels
-    thresholds = run.config.get("thresholds") if group == "multi_label" else None
+    thresholds = run.config.get("thresholds") if group in ("multi_label", "image_multi_label") else None
     per_label = []
     for i, name in enumerate(names):
         key = metric_key(name)
@@ -939,7 +951,9 @@ def _citations(infos: list[DatasetInfo]) -> list[str]:
 def _tags(kind: str, group: str, encoder: dict, infos: list[DatasetInfo], task: str) -> list[str]:
     tags = list(CARD_TAGS) + [task]
     tags += {"token": ["ner", "named-entity-recognition"], "multi_label": ["multi-label-classification"],
-             "multi_class": ["multi-class-classification"], "image": ["vision-transformer"]}[group]
+             "multi_class": ["multi-class-classification"], "image": ["vision-transformer"],
+             "image_multi_label": ["vision-transformer", "multi-label-classification"],
+             "image_regression": ["vision-transformer", "regression"]}[group]
     if encoder.get("model_type") and encoder["model_type"] != "?":
         tags.append(str(encoder["model_type"]))
     for info in infos:

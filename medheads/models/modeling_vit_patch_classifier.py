@@ -14,6 +14,9 @@ from torch import nn
 from transformers.modeling_outputs import ImageClassifierOutput
 
 from .configuration_vit_patch_classifier import ViTPatchClassifierConfig
+# Imported so that save_pretrained copies the pipeline (and its image reader) into every checkpoint, and remote-code
+# loading fetches them: config.json's custom_pipelines names this class.
+from .pipeline_image_classification import MedheadsImageClassificationPipeline  # noqa: F401
 from .modeling_common import (
     MedheadsPreTrainedModel, build_encoder, copy_encoder_weights, grad_context, load_pretrained_encoder,
     mark_head, select_hidden_states, split_load_kwargs,
@@ -149,7 +152,11 @@ class ViTPatchClassifier(ViTPatchClassifierPreTrainedModel):
         r"""
         token_features (`torch.FloatTensor` of shape `(batch_size, 1 + num_patches, hidden_size)`, *optional*):
             Precomputed `forward_features` output, used in place of `pixel_values` (cached-feature training).
-        labels (`torch.LongTensor` of shape `(batch_size,)`, *optional*): class ids.
+        labels (`torch.Tensor`, *optional*):
+            By `config.problem_type`: class ids `(batch_size,)` (single-label), multi-hot 0/1 `(batch_size,
+            num_labels)` (multi-label), or targets `(batch_size,)` / `(batch_size, num_labels)` (regression). With
+            `problem_type=None` it is inferred as transformers' classification heads do (one output: regression;
+            integer labels: single-label; otherwise multi-label).
         output_hidden_states (`bool`, *optional*): return the backbone's `hidden_states` (every layer).
         output_attentions (`bool`, *optional*): return the backbone's attentions (`attn_implementation="eager"`).
         """
@@ -166,21 +173,92 @@ class ViTPatchClassifier(ViTPatchClassifierPreTrainedModel):
             hidden_states = select_hidden_states(outputs.hidden_states, output_hidden_states)
             attentions = outputs.attentions if output_attentions else None
         logits = self.forward_head(token_features.to(self.dtype))
-        loss = None
-        if labels is not None:
-            labels = labels.to(logits.device)
-            if labels.dtype.is_floating_point or labels.dtype == torch.bool or labels.dim() != 1:
-                raise ValueError(
-                    f"Image labels must be integer class ids of shape (batch,), got {labels.dtype} "
-                    f"{tuple(labels.shape)}."
-                )
-            if int(labels.min()) < 0 or int(labels.max()) >= self.config.num_labels:
-                raise ValueError(f"labels hold class ids outside [0, {self.config.num_labels}).")
-            loss = nn.functional.cross_entropy(logits.float(), labels)
+        loss = None if labels is None else self.loss(logits, labels)
         if not return_dict:
             output = tuple(item for item in (logits, hidden_states, attentions) if item is not None)
             return ((loss,) + output) if loss is not None else output
         return ImageClassifierOutput(loss=loss, logits=logits, hidden_states=hidden_states, attentions=attentions)
+
+    @property
+    def resolved_problem_type(self) -> str:
+        """`config.problem_type`, with `None` read as single-label classification (regression for one output)."""
+        if self.config.problem_type is not None:
+            return self.config.problem_type
+        return "regression" if self.config.num_labels == 1 else "single_label_classification"
+
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy, BCE with logits or MSE by `config.problem_type`, with one clear error for labels that do
+        not fit it."""
+        batch, num_labels = logits.shape
+        labels = labels.to(logits.device)
+        problem_type = self.config.problem_type
+        if problem_type is None:  # as transformers' *ForImageClassification heads infer it
+            if num_labels == 1:
+                problem_type = "regression"
+            elif labels.dtype in (torch.long, torch.int):
+                problem_type = "single_label_classification"
+            else:
+                problem_type = "multi_label_classification"
+        if problem_type == "multi_label_classification":
+            if tuple(labels.shape) != (batch, num_labels):
+                raise ValueError(
+                    f"Multi-label labels must be multi-hot of shape (batch, num_labels) = ({batch}, {num_labels}), "
+                    f"got {tuple(labels.shape)}. For one class id per image use "
+                    "problem_type='single_label_classification'."
+                )
+            return nn.functional.binary_cross_entropy_with_logits(logits.float(), labels.float())
+        if problem_type == "regression":
+            if num_labels == 1 and labels.numel() == batch:
+                return nn.functional.mse_loss(logits.float().reshape(batch), labels.float().reshape(batch))
+            if tuple(labels.shape) != (batch, num_labels):
+                raise ValueError(
+                    f"Regression targets must have shape (batch, num_labels) = ({batch}, {num_labels}), got "
+                    f"{tuple(labels.shape)}."
+                )
+            return nn.functional.mse_loss(logits.float(), labels.float())
+        if labels.dtype.is_floating_point or labels.dtype == torch.bool or labels.dim() != 1:
+            raise ValueError(
+                f"Single-label labels must be integer class ids of shape (batch,), got {labels.dtype} "
+                f"{tuple(labels.shape)}. For multi-hot targets use problem_type='multi_label_classification'."
+            )
+        if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_labels):
+            raise ValueError(f"labels hold class ids outside [0, {num_labels}).")
+        return nn.functional.cross_entropy(logits.float(), labels)
+
+    # -- prediction -------------------------------------------------------------------------------------------------
+    def threshold_tensor(self, device=None) -> torch.Tensor:
+        """The multi-label decision threshold of every label (`config.thresholds`; `None` means 0.5)."""
+        self.config.validate_thresholds()
+        thresholds = self.config.thresholds
+        if thresholds is None:
+            thresholds = 0.5
+        if isinstance(thresholds, (int, float)):
+            thresholds = [float(thresholds)] * self.config.num_labels
+        return torch.tensor([float(t) for t in thresholds], dtype=torch.float32, device=device)
+
+    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        """Sigmoids (multi-label), softmax (single-label) or the raw outputs (regression)."""
+        problem_type = self.resolved_problem_type
+        if problem_type == "multi_label_classification":
+            return torch.sigmoid(logits.float())
+        if problem_type == "regression":
+            return logits.float()
+        return torch.softmax(logits.float(), dim=-1)
+
+    @torch.no_grad()
+    def predict_labels(self, logits=None, **inputs) -> list[list[str]]:
+        """Label names per image: every label whose probability reaches its threshold (multi-label), or the arg-max
+        class (single-label). Pass `logits`, or model inputs (`pixel_values` / `token_features`)."""
+        if self.resolved_problem_type == "regression":
+            raise ValueError("predict_labels is for classification; a regression model's outputs are its logits.")
+        if logits is None:
+            logits = self(**inputs).logits
+        probs = self.probabilities(logits)
+        names = self.config.id2label
+        if self.resolved_problem_type != "multi_label_classification":
+            return [[names[int(i)]] for i in probs.argmax(dim=-1)]
+        hits = probs >= self.threshold_tensor(probs.device)
+        return [[names[int(i)] for i in row.nonzero().flatten()] for row in hits]
 
 
 __all__ = ["ViTPatchClassifier", "ViTPatchClassifierPreTrainedModel", "PatchHead"]

@@ -37,9 +37,9 @@ from transformers import AutoConfig, PreTrainedConfig, Trainer, set_seed
 
 from .. import ViTPatchClassifier, ViTPatchClassifierConfig
 from ..models.configuration_vit_patch_classifier import HEADS
-from ..data import DataFormatError, read_image_folder, read_npz_images
+from ..data import DataFormatError, load_training_image, read_image_folder, read_image_table, read_npz_images
 from .features import cached_features
-from ..metrics import classification_metrics, metric_key
+from ..metrics import classification_metrics, metric_key, multilabel_metrics
 from .arguments import DataArguments, MedheadsTrainingArguments, json_to_flags, parse_args
 from .common import (
     dataclass_dict, exit_on_input_error, resume_checkpoint, save_split_metrics, setup_logging, write_run_summary,
@@ -55,6 +55,13 @@ TEST_SPLIT_NAMES = ("test",)
 NEW_VIT_DEFAULTS = {"vit_hidden_size": 192, "vit_layers": 6, "vit_heads": 3, "patch_size": 4}
 SIZE_OPTIONS = ("vit_hidden_size", "vit_layers", "vit_heads", "vit_intermediate_size", "patch_size")
 DEFAULT_MEAN_STD = [0.5, 0.5, 0.5]
+SINGLE_LABEL, MULTI_LABEL, REGRESSION = "single_label_classification", "multi_label_classification", "regression"
+PROBLEM_TYPES = (SINGLE_LABEL, MULTI_LABEL, REGRESSION)
+TABLE_EXTENSIONS = (".csv", ".tsv", ".tab", ".json", ".jsonl")
+# Part of the feature-cache key: features computed before images went through medheads' own reader (which changed how
+# 16-bit PNGs read) must not be reused.
+IMAGE_READER = "medheads.models.image_loading/1"
+UNTUNED = "threshold_05"  # infix of multi-label metrics at the default 0.5 threshold: eval_threshold_05_micro_f1
 
 
 class ArgumentError(ValueError):
@@ -115,16 +122,34 @@ class ImageDataArguments(DataArguments):
 
     dataset_name: str | None = field(default=None, metadata={"help": (
         "A `datasets` image dataset: Hub id or a folder written by save_to_disk.")})
+    problem_type: str | None = field(default=None, metadata={"help": (
+        "single_label_classification (one class per image), multi_label_classification (any number of findings "
+        "per image: a sigmoid per label, thresholds tuned on validation) or regression (numeric targets). Default: "
+        "inferred from the labels (lists, multi-hot rows or cells holding --label_separator: multi-label; "
+        "otherwise single-label) and logged.")})
+    label_separator: str = field(default=";", metadata={"help": (
+        "Multi-label: separator of the label names in one cell of a --train_file table, e.g. effusion;nodule. An "
+        "empty cell means no finding.")})
+    tune_thresholds: bool = field(default=True, metadata={"help": (
+        "Multi-label: after training, tune one decision threshold per label on the validation split (best F1 per "
+        "label) and save them in config.thresholds, which the pipeline applies.")})
+    threshold_min_positives: int = field(default=1, metadata={"help": (
+        "Multi-label: tune a label's threshold only if validation has at least this many images with it; rarer "
+        "labels keep 0.5.")})
     dataset_config_name: str | None = field(default=None, metadata={"help": "Its configuration name."})
-    train_dir: str | None = field(default=None, metadata={"help": "Training images, root/<class>/<image>."})
+    train_dir: str | None = field(default=None, metadata={"help": (
+        "Training images, root/<class>/<image> (PNG, JPEG, 16-bit PNG/TIFF, DICOM .dcm with medheads[dicom]).")})
     validation_dir: str | None = field(default=None, metadata={"help": "Validation images, root/<class>/<image>."})
     test_dir: str | None = field(default=None, metadata={"help": "Test images (with --do_predict)."})
     train_split: str = field(default="train", metadata={"help": "Training split name (dataset or .npz prefix)."})
     validation_split: str | None = field(default=None, metadata={"help": (
         "Validation split name; default the first of validation, val, valid, dev that exists.")})
     test_split: str | None = field(default=None, metadata={"help": "Test split name; default test."})
-    image_column_name: str = field(default="image", metadata={"help": "Image column of --dataset_name."})
-    label_column_name: str = field(default="label", metadata={"help": "Label column of --dataset_name."})
+    image_column_name: str = field(default="image", metadata={"help": (
+        "Image column of --dataset_name or of a --train_file table (paths relative to the table's folder).")})
+    label_column_name: str = field(default="label", metadata={"help": (
+        "Label column of --dataset_name or of a --train_file table: a class name or id; for multi-label, names "
+        "joined by --label_separator (or a list); for regression, a number.")})
     class_names: str | None = field(default=None, metadata={"help": (
         "Comma-separated class names in class-id order, e.g. normal,pneumonia (default: the dataset's ClassLabel "
         "names, the class folder names, or the ids).")})
@@ -173,14 +198,26 @@ def check_arguments(model_args: ModelArguments, data_args: ImageDataArguments, t
     sources = [name for name in ("dataset_name", "train_dir", "train_file") if getattr(data_args, name)]
     if training_args.do_train and not sources:
         raise ArgumentError("No training data: pass --dataset_name, --train_dir (root/<class>/<image>) or "
-                            "--train_file (an .npz archive).")
+                            "--train_file (an .npz archive, or a CSV / TSV / JSON-lines table of image paths and "
+                            "labels).")
     if len(sources) > 1:
         raise ArgumentError(f"Pass one training source, not {' and '.join('--' + s for s in sources)}.")
     for name in ("train_file", "validation_file", "test_file"):
         path = getattr(data_args, name)
-        if path and not str(path).lower().endswith(".npz"):
-            raise ArgumentError(f"--{name} {path}: only .npz archives (<split>_images/<split>_labels arrays) are "
-                                "read here; use --train_dir for image folders or --dataset_name for a dataset.")
+        if path and not str(path).lower().endswith((".npz", *TABLE_EXTENSIONS)):
+            raise ArgumentError(f"--{name} {path}: expected an .npz archive (<split>_images/<split>_labels arrays) or "
+                                f"a table of image paths and labels ({', '.join(TABLE_EXTENSIONS)}); use --train_dir "
+                                "for image folders or --dataset_name for a dataset.")
+    if data_args.problem_type is not None and data_args.problem_type not in PROBLEM_TYPES:
+        raise ArgumentError(f"--problem_type {data_args.problem_type!r} is not known: use one of "
+                            f"{', '.join(PROBLEM_TYPES)}.")
+    if data_args.balance != "none" and data_args.problem_type in (MULTI_LABEL, REGRESSION):
+        raise ArgumentError(f"--balance {data_args.balance} balances classes of a single-label problem; drop it for "
+                            f"--problem_type {data_args.problem_type}.")
+    if not data_args.label_separator:
+        raise ArgumentError("--label_separator must not be empty.")
+    if data_args.threshold_min_positives < 1:
+        raise ArgumentError(f"--threshold_min_positives must be at least 1, got {data_args.threshold_min_positives}.")
     if not 0 <= data_args.train_val_split < 1:
         raise ArgumentError(f"--train_val_split must be in [0, 1), got {data_args.train_val_split}.")
     if data_args.hold_out_validation:
@@ -222,12 +259,15 @@ def check_arguments(model_args: ModelArguments, data_args: ImageDataArguments, t
 
 @dataclass
 class ImageData:
-    """The splits as `datasets.Dataset`s with columns `image` (datasets.Image) and `labels` (ClassLabel)."""
+    """The splits as `datasets.Dataset`s with columns `image` (datasets.Image, or a file path read by
+    `medheads.data.load_training_image`) and `labels` (ClassLabel ids for single-label, multi-hot float rows for
+    multi-label, float rows for regression)."""
 
     splits: dict[str, datasets.Dataset]
     class_names: list[str]
     sources: dict[str, str]  # split -> where it came from, for logs and error messages
     signatures: dict[str, str]  # split -> content signature of image files read by path (feature-cache key)
+    problem_type: str = SINGLE_LABEL
 
 
 def _npz_arrays(path: str) -> list[str]:
@@ -242,24 +282,52 @@ def _npz_arrays(path: str) -> list[str]:
 
 
 def _npz_split(path: str, split: str) -> tuple[datasets.Dataset, str]:
-    images, labels = read_npz_images(path, split)
+    images, labels = read_npz_images(path, split, label_matrix=True)
     if len(images) == 0:
         raise DataFormatError(f"{path}: split {split!r} has no images")
+    value = datasets.Value("float64" if labels.dtype.kind == "f" else "int64")
+    label_feature = value if labels.ndim == 1 else datasets.Sequence(value, length=labels.shape[1])
     table = datasets.Dataset.from_dict(
         {"image": list(images), "labels": labels.tolist()},
-        features=datasets.Features({"image": datasets.Image(), "labels": datasets.Value("int64")}),
+        features=datasets.Features({"image": datasets.Image(), "labels": label_feature}),
     )
     return table, f"{path} [{split}]"
 
 
+def _paths_signature(paths: Sequence[str]) -> str:
+    stats = [(p, os.stat(p).st_size, os.stat(p).st_mtime_ns) for p in paths]
+    return datasets.fingerprint.Hasher.hash(stats)
+
+
 def _folder_split(root: str) -> tuple[datasets.Dataset, str, str]:
+    """Image paths (read by `load_training_image`, as the pipeline reads them: 16-bit PNG, DICOM) and class names;
+    `read_image_folder` has read every image once already."""
     paths, names, ids = read_image_folder(root)
     table = datasets.Dataset.from_dict(
         {"image": paths, "labels": [names[i] for i in ids]},
-        features=datasets.Features({"image": datasets.Image(), "labels": datasets.Value("string")}),
+        features=datasets.Features({"image": datasets.Value("string"), "labels": datasets.Value("string")}),
     )
-    stats = [(p, os.stat(p).st_size, os.stat(p).st_mtime_ns) for p in paths]
-    return table, str(root), datasets.fingerprint.Hasher.hash(stats)
+    return table, str(root), _paths_signature(paths)
+
+
+def _table_split(path: str, data_args: "ImageDataArguments") -> tuple[datasets.Dataset, str, str]:
+    """A CSV / TSV / JSON-lines table of image paths (relative to the table) and label cells."""
+    paths, cells = read_image_table(path, data_args.image_column_name, data_args.label_column_name)
+    if any(isinstance(cell, list) for cell in cells):
+        cells = [cell if isinstance(cell, list) else [cell] for cell in cells]
+        if all(isinstance(x, (int, float)) and not isinstance(x, bool) for cell in cells for x in cell):
+            feature = datasets.Sequence(datasets.Value("float64"))
+        else:
+            cells = [[str(x) for x in cell] for cell in cells]
+            feature = datasets.Sequence(datasets.Value("string"))
+    elif cells and all(isinstance(cell, (int, float)) and not isinstance(cell, bool) for cell in cells):
+        feature = datasets.Value("float64" if any(isinstance(c, float) for c in cells) else "int64")
+    else:
+        cells, feature = [str(cell) for cell in cells], datasets.Value("string")
+    table = datasets.Dataset.from_dict(
+        {"image": paths, "labels": cells},
+        features=datasets.Features({"image": datasets.Value("string"), "labels": feature}))
+    return table, str(path), _paths_signature(paths)
 
 
 def _load_dataset(data_args: ImageDataArguments, model_args: ModelArguments):
@@ -290,16 +358,17 @@ def _dataset_split(loaded, name: str, split: str, data_args: ImageDataArguments)
     table = table.select_columns([image_column, label_column])
     image_feature = table.features[image_column]
     if isinstance(image_feature, datasets.Value) and image_feature.dtype in ("string", "large_string"):
-        table = table.cast_column(image_column, datasets.Image())  # image paths
+        pass  # image paths, read by load_training_image (16-bit PNG, DICOM) like the pipeline reads them
     elif not isinstance(image_feature, datasets.Image):
         raise DataFormatError(f"{name} [{split}]: column {image_column!r} holds {image_feature}, not images or image "
                               "paths (pass --image_column_name)")
     label_feature = table.features[label_column]
-    if not (isinstance(label_feature, datasets.ClassLabel) or (
-            isinstance(label_feature, datasets.Value) and (label_feature.dtype.startswith("int")
+    if not (isinstance(label_feature, datasets.ClassLabel) or _is_list_feature(label_feature) or (
+            isinstance(label_feature, datasets.Value) and (label_feature.dtype.startswith(("int", "float"))
                                                            or label_feature.dtype in ("string", "large_string")))):
         raise DataFormatError(f"{name} [{split}]: label column {label_column!r} holds {label_feature}; expected one "
-                              "class id or class name per image (pass --label_column_name)")
+                              "class id or class name per image, a list of labels (multi-label) or numbers "
+                              "(regression) (pass --label_column_name)")
     if image_column != "image":
         table = table.rename_column(image_column, "image")
     if label_column != "labels":
@@ -342,8 +411,151 @@ def _unify_labels(splits: dict[str, datasets.Dataset], sources: dict[str, str],
                 max(splits, key=lambda s: max(splits[s]["labels"]))
             raise DataFormatError(f"{sources[worst]}: class id {smallest if smallest < 0 else largest} is outside "
                                   f"0..{len(names) - 1} ({len(names)} classes: {names}); fix --class_names")
-    features = datasets.Features({"image": datasets.Image(), "labels": datasets.ClassLabel(names=list(names))})
-    return {split: table.cast(features) for split, table in splits.items()}, list(names)
+    label_feature = datasets.ClassLabel(names=list(names))
+    return ({split: table.cast(datasets.Features({"image": table.features["image"], "labels": label_feature}))
+             for split, table in splits.items()}, list(names))
+
+
+def _is_list_feature(feature) -> bool:
+    return isinstance(feature, (datasets.Sequence, list)) or type(feature).__name__ in ("List", "LargeList")
+
+
+def _inner_dtype(feature) -> str:
+    inner = getattr(feature, "feature", None)
+    if inner is None and isinstance(feature, list) and feature:
+        inner = feature[0]
+    return str(getattr(inner, "dtype", "")) or type(inner).__name__
+
+
+def infer_problem_type(splits: dict[str, datasets.Dataset], sources: dict[str, str],
+                       data_args: ImageDataArguments) -> tuple[str, str]:
+    """(problem type, why): --problem_type when given; list-valued or multi-hot labels, or string cells holding
+    --label_separator: multi-label; otherwise single-label. Numbers with fractions without the flag are refused."""
+    if data_args.problem_type:
+        return data_args.problem_type, "--problem_type"
+    first = "train" if "train" in splits else next(iter(splits))
+    feature = splits[first].features["labels"]
+    if _is_list_feature(feature):
+        return MULTI_LABEL, f"the labels of {_display(sources[first])} are lists / multi-hot rows"
+    if isinstance(feature, datasets.Value) and "string" in feature.dtype:
+        separator = data_args.label_separator
+        listed = [cell for cell in splits[first]["labels"] if separator in cell]
+        if listed:
+            return MULTI_LABEL, f"{len(listed)} label cells hold {separator!r} (e.g. {listed[0]!r})"
+        cells = set(splits[first]["labels"])
+        for other in ("|", ",", ";"):
+            if other == separator:
+                continue
+            joined = [cell for cell in cells if other in cell]
+            parts = {part.strip() for cell in joined for part in cell.split(other)}
+            if joined and (parts & cells or len(parts) < len(joined)):
+                raise DataFormatError(
+                    f"{sources[first]}: label cells such as {joined[0]!r} look like lists joined by {other!r}, not "
+                    f"{separator!r}: pass --label_separator {other!r} (multi-label), or --problem_type "
+                    "single_label_classification if each cell is one class name")
+        if "" in cells:
+            raise DataFormatError(
+                f"{sources[first]}: some label cells are empty and none holds {separator!r}: if an empty cell means "
+                "'no finding', pass --problem_type multi_label_classification; otherwise give every image its class")
+        return SINGLE_LABEL, f"one label per image and no {separator!r} in any cell"
+    if isinstance(feature, datasets.Value) and feature.dtype.startswith("float"):
+        values = np.asarray(splits[first]["labels"], dtype=float)
+        if np.any(values != np.round(values)):
+            raise DataFormatError(f"{sources[first]}: the labels are numbers with fractions ({values[:3].tolist()} "
+                                  "...): pass --problem_type regression, or give class ids / names")
+    return SINGLE_LABEL, "one class id per image"
+
+
+def _cast_labels(table: datasets.Dataset, values: list, feature, desc: str) -> datasets.Dataset:
+    features = datasets.Features({"image": table.features["image"], "labels": feature})
+    return table.remove_columns("labels").add_column("labels", values).cast(features)
+
+
+def _multi_label_targets(splits: dict[str, datasets.Dataset], sources: dict[str, str], given: list[str] | None,
+                         separator: str) -> tuple[dict[str, datasets.Dataset], list[str]]:
+    """Multi-hot float rows from `a;b` cells, lists of names, or 0/1 rows."""
+    per_split, kinds = {}, {}
+    for split, table in splits.items():
+        feature, cells = table.features["labels"], table["labels"]
+        inner = getattr(feature, "feature", None)
+        if _is_list_feature(feature) and isinstance(inner, datasets.ClassLabel):  # lists of class ids
+            given = given or list(inner.names)
+            per_split[split], kinds[split] = [[inner.names[int(i)] for i in cell] for cell in cells], "names"
+        elif _is_list_feature(feature) and not _inner_dtype(feature).startswith(("string", "large_string")):
+            rows = np.asarray(cells, dtype=float)
+            if rows.ndim != 2 or not np.isin(rows, (0.0, 1.0)).all():
+                raise DataFormatError(f"{sources[split]}: multi-label rows must be multi-hot 0/1 vectors of one "
+                                      "length")
+            per_split[split], kinds[split] = rows, "hot"
+        elif _is_list_feature(feature):
+            per_split[split], kinds[split] = [[str(x).strip() for x in cell if str(x).strip()] for cell in cells],                 "names"
+        elif isinstance(feature, datasets.Value) and "string" in feature.dtype:
+            per_split[split] = [[part.strip() for part in cell.split(separator) if part.strip()] for cell in cells]
+            kinds[split] = "names"
+        else:
+            raise DataFormatError(f"{sources[split]}: labels of type {feature} cannot be multi-label: give label "
+                                  f"names joined by {separator!r}, lists of names, or multi-hot rows")
+    if len(set(kinds.values())) > 1:
+        raise DataFormatError("Some splits give multi-label targets as names and others as multi-hot rows: use one "
+                              f"kind ({', '.join(f'{sources[s]}: {kinds[s]}' for s in splits)}).")
+    first = "train" if "train" in splits else next(iter(splits))
+    if kinds[first] == "hot":
+        width = per_split[first].shape[1]
+        names = given or [str(j) for j in range(width)]
+        for split, rows in per_split.items():
+            if rows.shape[1] != len(names):
+                raise DataFormatError(f"{sources[split]}: multi-hot rows have {rows.shape[1]} columns but there are "
+                                      f"{len(names)} labels ({'--class_names' if given else sources[first]})")
+        hot = {split: rows.astype(np.float32) for split, rows in per_split.items()}
+    else:
+        names = given or sorted({name for row in per_split[first] for name in row})
+        index = {name: j for j, name in enumerate(names)}
+        hot = {}
+        for split, rows in per_split.items():
+            unknown = sorted({name for row in rows for name in row} - set(index))
+            if unknown:
+                raise DataFormatError(f"{sources[split]}: labels {unknown[:10]} are not among the "
+                                      f"{'--class_names' if given else 'training labels'} {names[:20]}")
+            matrix = np.zeros((len(rows), len(names)), dtype=np.float32)
+            for i, row in enumerate(rows):
+                matrix[i, [index[name] for name in row]] = 1.0
+            hot[split] = matrix
+    feature = datasets.Sequence(datasets.Value("float32"), length=len(names))
+    return ({split: _cast_labels(table, hot[split].tolist(), feature, split) for split, table in splits.items()},
+            list(names))
+
+
+def _regression_targets(splits: dict[str, datasets.Dataset], sources: dict[str, str], given: list[str] | None,
+                        separator: str, column: str) -> tuple[dict[str, datasets.Dataset], list[str]]:
+    """Float rows (one value per output) from numbers, number lists or `1.5;2` cells."""
+    values = {}
+    for split, table in splits.items():
+        cells = table["labels"]
+        rows = []
+        for i, cell in enumerate(cells):
+            parts = cell if isinstance(cell, list) else str(cell).split(separator) if isinstance(cell, str) else [cell]
+            try:
+                rows.append([float(part) for part in parts])
+            except (TypeError, ValueError):
+                raise DataFormatError(f"{sources[split]}: row {i}: regression target {cell!r} is not a number "
+                                      f"(several outputs: join them with {separator!r})") from None
+        widths = {len(row) for row in rows}
+        if len(widths) != 1:
+            raise DataFormatError(f"{sources[split]}: regression rows have different numbers of outputs {widths}")
+        array = np.asarray(rows, dtype=np.float64)
+        if not np.isfinite(array).all():
+            raise DataFormatError(f"{sources[split]}: regression targets hold NaN or infinite values")
+        values[split] = array
+    first = "train" if "train" in splits else next(iter(splits))
+    width = values[first].shape[1]
+    names = given or ([column] if width == 1 else [f"{column}_{j}" for j in range(width)])
+    for split, array in values.items():
+        if array.shape[1] != len(names):
+            raise DataFormatError(f"{sources[split]}: {array.shape[1]} regression outputs but {len(names)} names "
+                                  f"({names})")
+    feature = datasets.Sequence(datasets.Value("float32"), length=len(names))
+    return ({split: _cast_labels(table, values[split].tolist(), feature, split) for split, table in splits.items()},
+            list(names))
 
 
 def load_image_data(data_args: ImageDataArguments, training_args, model_args: ModelArguments | None = None
@@ -357,7 +569,7 @@ def load_image_data(data_args: ImageDataArguments, training_args, model_args: Mo
     splits, sources, signatures = {}, {}, {}
     to_check = []  # splits read from image files (npz arrays need no check)
     loaded = _load_dataset(data_args, model_args) if data_args.dataset_name else None
-    archive = data_args.train_file
+    archive = data_args.train_file if str(data_args.train_file or "").lower().endswith(".npz") else None
     archive_arrays = _npz_arrays(archive) if archive and (set(wanted) - {"train"}) else []
     split_names = {"train": data_args.train_split,
                    "validation": data_args.validation_split,
@@ -368,7 +580,9 @@ def load_image_data(data_args: ImageDataArguments, training_args, model_args: Mo
             continue  # held out from train below
         folder, npz = getattr(data_args, f"{split}_dir"), getattr(data_args, f"{split}_file")
         if folder:
-            splits[split], sources[split], signatures[split] = _folder_split(folder)
+            splits[split], sources[split], signatures[split] = _folder_split(folder)  # every image read once
+        elif npz and str(npz).lower().endswith(TABLE_EXTENSIONS):
+            splits[split], sources[split], signatures[split] = _table_split(npz, data_args)
             to_check.append(split)
         elif npz:
             present = _npz_arrays(npz) if split != "train" else []
@@ -406,20 +620,38 @@ def load_image_data(data_args: ImageDataArguments, training_args, model_args: Mo
 
     for split in to_check:
         check_images(splits[split], sources[split])
-    splits, class_names = _unify_labels(splits, sources, data_args.names())
-    if len(class_names) < 2:
+    problem_type, reason = infer_problem_type(splits, sources, data_args)
+    logger.info("Problem type: %s (%s).", problem_type, reason)
+    if problem_type == MULTI_LABEL:
+        splits, class_names = _multi_label_targets(splits, sources, data_args.names(), data_args.label_separator)
+    elif problem_type == REGRESSION:
+        splits, class_names = _regression_targets(splits, sources, data_args.names(), data_args.label_separator,
+                                                  data_args.label_column_name)
+    else:
+        for split, table in splits.items():
+            feature = table.features["labels"]
+            if isinstance(feature, datasets.Value) and "string" in feature.dtype and "" in set(table["labels"]):
+                raise DataFormatError(f"{sources[split]}: empty label cells in a single-label run: give every image "
+                                      "its class (or pass --problem_type multi_label_classification if an empty "
+                                      "cell means no finding)")
+            if _is_list_feature(feature):
+                raise DataFormatError(f"{sources[split]}: the labels are lists (multi-label) but --problem_type is "
+                                      "single_label_classification: pass --problem_type multi_label_classification")
+        splits, class_names = _unify_labels(splits, sources, data_args.names())
+    if problem_type == SINGLE_LABEL and len(class_names) < 2:
         raise DataFormatError(f"{sources.get('train', next(iter(sources.values())))}: only one class "
                               f"({class_names}); classification needs at least two")
 
     if "validation" in wanted and "validation" not in splits:
         if data_args.train_val_split > 0:
-            held_out = splits["train"].train_test_split(test_size=data_args.train_val_split, seed=training_args.seed,
-                                                        stratify_by_column="labels")
+            held_out = splits["train"].train_test_split(
+                test_size=data_args.train_val_split, seed=training_args.seed,
+                stratify_by_column="labels" if problem_type == SINGLE_LABEL else None)
             splits["train"], splits["validation"] = held_out["train"], held_out["test"]
             sources["validation"] = f"{sources['train']} (held-out {data_args.train_val_split:.0%})"
             signatures["validation"] = signatures.get("train", "")
-            logger.info("No validation split given: holding out %d training images (stratified).",
-                        len(splits["validation"]))
+            logger.info("No validation split given: holding out %d training images%s.",
+                        len(splits["validation"]), " (stratified)" if problem_type == SINGLE_LABEL else "")
         elif training_args.do_eval and not training_args.do_train:
             raise ArgumentError("--do_eval needs validation data: pass --validation_dir / --validation_file / "
                                 "--validation_split.")
@@ -429,34 +661,30 @@ def load_image_data(data_args: ImageDataArguments, training_args, model_args: Mo
         if split in splits and limit is not None:
             splits[split] = splits[split].select(range(min(limit, len(splits[split]))))
     for split, table in splits.items():
-        counts = np.bincount(np.asarray(table["labels"]), minlength=len(class_names))
-        logger.info("%s: %d images from %s; per class %s", split, len(table), sources[split],
-                    dict(zip(class_names, counts.tolist())))
-    return ImageData(splits, class_names, sources, signatures)
+        if problem_type == REGRESSION:
+            logger.info("%s: %d images from %s; target means %s", split, len(table), sources[split],
+                        np.round(np.asarray(table["labels"]).mean(axis=0), 4).tolist())
+            continue
+        counts = (np.asarray(table["labels"]).sum(axis=0).astype(int) if problem_type == MULTI_LABEL else
+                  np.bincount(np.asarray(table["labels"]), minlength=len(class_names)))
+        logger.info("%s: %d images from %s; per %s %s", split, len(table), sources[split],
+                    "label" if problem_type == MULTI_LABEL else "class", dict(zip(class_names, counts.tolist())))
+    return ImageData(splits, class_names, sources, signatures, problem_type)
 
 
 def check_images(table: datasets.Dataset, source: str) -> None:
-    """Decode every image once, so an unreadable one is reported (by file or row) before training starts."""
-    from PIL import Image
-
-    raw = table.cast_column("image", datasets.Image(decode=False))
+    """Read every image once with the pipeline's own loader (`load_training_image`: 16-bit PNG, DICOM, ...), so an
+    unreadable one is reported (by file or row) before training starts."""
+    feature = table.features["image"]
+    raw = table if not isinstance(feature, datasets.Image) else table.cast_column("image", datasets.Image(decode=False))
     for row, item in enumerate(tqdm(raw["image"], desc=f"Checking images of {source}", unit="img",
                                     disable=len(raw) < 1000)):
-        where = item.get("path") if isinstance(item, dict) else None
-        try:
-            if isinstance(item, dict) and item.get("bytes") is not None:
-                import io
-                opened = Image.open(io.BytesIO(item["bytes"]))
-            elif where:
-                opened = Image.open(where)
-            else:
-                raise ValueError("no image data")
-            with opened as image:
-                image.load()
-        except Exception as error:  # PIL raises many types for bad files
-            name = where or f"row {row}"
-            raise DataFormatError(f"{source}: {name}: unreadable or corrupt image ({type(error).__name__}: "
-                                  f"{error}); replace or remove it") from None
+        where = item if isinstance(item, str) else item.get("path") if isinstance(item, dict) else None
+        data = item.get("bytes") if isinstance(item, dict) else None
+        name = f"{source}: {where or f'row {row}'}"
+        if data is None and not where:
+            raise DataFormatError(f"{name}: no image data; replace or remove it")
+        load_training_image(data if data is not None else where, name=name)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -494,7 +722,7 @@ class ImageTransform:
         self.augment = augment
 
     def __call__(self, batch: dict) -> dict:
-        images = batch["image"]
+        images = [load_training_image(image) for image in batch["image"]]
         if self.augment:
             images = [augment_image(image, **self.augment) for image in images]
         pixels = self.image_processor(images, return_tensors="pt")["pixel_values"]
@@ -605,14 +833,15 @@ def _check_image_size(image_size: int, patch_size: int, where: str) -> None:
 
 
 def build_model(model_args: ModelArguments, class_names: list[str], default_image_size: int | None = None,
-                freeze_explicit: bool = True):
+                freeze_explicit: bool = True, problem_type: str = SINGLE_LABEL):
     """The model and its image processor. `default_image_size` is the image side a new ViT uses when --image_size is
     not given; `freeze_explicit` says whether --freeze_backbone was given (a new ViT otherwise trains end to end)."""
     kind, config = inspect_model_source(model_args)
     id2label = dict(enumerate(class_names))
     label2id = {name: i for i, name in id2label.items()}
     head_kwargs = dict(head=model_args.head, patch_projection_size=model_args.patch_projection_size,
-                       head_dropout=model_args.head_dropout, id2label=id2label, label2id=label2id)
+                       head_dropout=model_args.head_dropout, id2label=id2label, label2id=label2id,
+                       problem_type=problem_type)
 
     if kind == "medheads":
         path = model_args.model_name_or_path
@@ -621,6 +850,10 @@ def build_model(model_args: ModelArguments, class_names: list[str], default_imag
             raise ArgumentError(f"--model_name_or_path {path} was trained on classes {saved} but the data has "
                                 f"{list(class_names)}: pass --class_names in the saved order, or start from its "
                                 "backbone.")
+        saved_problem = config.problem_type or SINGLE_LABEL
+        if saved_problem != problem_type:
+            raise ArgumentError(f"--model_name_or_path {path} is a {saved_problem} model but the data is "
+                                f"{problem_type}: pass --problem_type {saved_problem}, or start from its backbone.")
         if model_args.image_size and model_args.image_size != config.image_size:
             raise ArgumentError(f"--model_name_or_path {path} was built for {config.image_size}px images; drop "
                                 f"--image_size {model_args.image_size} or start from its backbone.")
@@ -774,22 +1007,131 @@ def confusion(labels: Sequence[int], logits: np.ndarray, num_classes: int) -> li
                             labels=np.arange(num_classes)).tolist()
 
 
-def main_metric(num_classes: int) -> str:
+def main_metric(num_classes: int, problem_type: str = SINGLE_LABEL) -> str:
+    if problem_type == MULTI_LABEL:
+        return "micro_f1"  # always defined (a macro ROC AUC is not when a label has no validation positive)
+    if problem_type == REGRESSION:
+        return "mse"
     return "roc_auc" if num_classes == 2 else "accuracy"
+
+
+def sigmoid(logits: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.asarray(logits, dtype=np.float64)))
+
+
+def regression_metrics(targets: np.ndarray, outputs: np.ndarray, names: Sequence[str]) -> dict[str, float]:
+    """`mse`, `rmse`, `mae` (means over outputs), `r2` (uniform average; omitted for constant targets) and per output
+    `mae_<name>`."""
+    from sklearn.metrics import r2_score
+
+    targets = np.asarray(targets, dtype=np.float64).reshape(len(targets), -1)
+    outputs = np.asarray(outputs, dtype=np.float64).reshape(len(outputs), -1)
+    errors = outputs - targets
+    metrics = {"mse": float(np.mean(errors ** 2)), "rmse": float(np.sqrt(np.mean(errors ** 2))),
+               "mae": float(np.mean(np.abs(errors)))}
+    if len(targets) > 1 and np.all(targets.std(axis=0) > 0):
+        metrics["r2"] = float(r2_score(targets, outputs))
+    for j, name in enumerate(names):
+        metrics[f"mae_{metric_key(name)}"] = float(np.mean(np.abs(errors[:, j])))
+    return metrics
+
+
+def problem_metrics(problem_type: str, labels: np.ndarray, logits: np.ndarray, names: Sequence[str],
+                  thresholds=0.5) -> dict[str, float]:
+    """The metrics of one split for its problem type (multi-label: at `thresholds`)."""
+    if problem_type == MULTI_LABEL:
+        return multilabel_metrics(np.asarray(labels), sigmoid(logits), np.asarray(thresholds, dtype=float),
+                                  list(names))
+    if problem_type == REGRESSION:
+        return regression_metrics(labels, logits, names)
+    return image_metrics(labels, logits, names)
 
 
 def _feature_dataset(model, table: datasets.Dataset, processor, model_args: ModelArguments, training_args,
                      split: str, signature: str) -> datasets.Dataset:
     """The frozen backbone's token features for `table`, computed once and cached on disk."""
     def collate(rows):
-        return {"pixel_values": processor([row["pixel_values"] for row in rows], return_tensors="pt")["pixel_values"]}
+        images = [load_training_image(row["pixel_values"]) for row in rows]
+        return {"pixel_values": processor(images, return_tensors="pt")["pixel_values"]}
 
     inputs = table.select_columns(["image", "labels"]).rename_column("image", "pixel_values")
     return cached_features(model, inputs, collate, feature_name="token_features", keep_columns=("labels",),
                            batch_size=training_args.per_device_eval_batch_size, length_column=None,
                            cache_dir=model_args.feature_cache_dir, training_args=training_args,
                            desc=f"Backbone features ({split})",
-                           extra_fingerprint=processor.to_json_string() + signature)
+                           extra_fingerprint=processor.to_json_string() + signature + IMAGE_READER)
+
+
+MULTILABEL_KEYS = ("micro_f1", "micro_precision", "micro_recall", "macro_f1", "samples_f1", "subset_accuracy",
+                   "hamming_loss")
+
+
+def decide(problem_type: str, logits: np.ndarray, class_names: Sequence[str], thresholds=0.5) -> list:
+    """The model's decision per image, as the pipeline returns it: label sets (multi-label), class names
+    (single-label) or output values (regression)."""
+    logits = np.asarray(logits, dtype=np.float64)
+    if problem_type == MULTI_LABEL:
+        hits = sigmoid(logits) >= np.asarray(thresholds, dtype=float)
+        return [[class_names[j] for j in np.flatnonzero(row)] for row in hits]
+    if problem_type == REGRESSION:
+        return logits.reshape(len(logits), -1).tolist()
+    return [class_names[int(j)] for j in logits.argmax(axis=1)]
+
+
+def write_predictions(path: Path, table: datasets.Dataset, problem_type: str, labels: np.ndarray, logits: np.ndarray,
+                      class_names: Sequence[str], thresholds=0.5) -> Path:
+    """One row per test image: index, image (its path when read from a file), gold, prediction (labels joined by
+    `;` for multi-label), scores."""
+    images = table["image"] if isinstance(table.features["image"], datasets.Value) else [""] * len(table)
+    decided = decide(problem_type, logits, class_names, thresholds)
+    gold = decide(problem_type, np.where(np.asarray(labels) > 0.5, 50.0, -50.0), class_names) \
+        if problem_type == MULTI_LABEL else (np.asarray(labels).reshape(len(labels), -1).tolist()
+                                             if problem_type == REGRESSION else
+                                             [class_names[int(j)] for j in labels])
+    scores = sigmoid(logits) if problem_type == MULTI_LABEL else softmax(logits) if problem_type == SINGLE_LABEL \
+        else np.asarray(logits).reshape(len(logits), -1)
+
+    def text(value):
+        return ";".join(map(str, value)) if isinstance(value, list) else str(value)
+
+    with open(path, "w") as handle:
+        handle.write("index\timage\tgold\tprediction\tscores\n")
+        for i, (image, g, d, row) in enumerate(zip(images, gold, decided, scores)):
+            handle.write(f"{i}\t{image}\t{text(g)}\t{text(d)}\t{';'.join(f'{v:.4f}' for v in row)}\n")
+    return path
+
+
+def report_split_other(problem_type: str, split: str, labels: np.ndarray, logits: np.ndarray,
+                       class_names: list[str], output_dir: Path, metrics: dict, thresholds=0.5,
+                       source: str | None = None) -> tuple[str, list[Path]]:
+    """The report section and plots of a multi-label or regression split."""
+    from ..plots import plot_per_label_f1
+
+    title = {"eval": "validation", "predict": "test"}.get(split, split)
+    if source:
+        title = f"{title}: {_display(source)}"
+    if problem_type == REGRESSION:
+        lines = [f"== {title}, {len(labels)} images (regression) ==", ""]
+        lines += [f"{key}: {metrics[f'{split}_{key}']:.6g}" for key in ("mse", "rmse", "mae", "r2")
+                  if f"{split}_{key}" in metrics]
+        return "\n".join(lines) + "\n\n", []
+    from sklearn.metrics import classification_report
+
+    from ..plots import plot_multilabel_confusion
+
+    predictions = (sigmoid(logits) >= np.asarray(thresholds, dtype=float)).astype(int)
+    labels = np.asarray(labels).astype(int)
+    plots = [plot_multilabel_confusion(labels, predictions, class_names, output_dir / f"confusion_matrix_{split}.png",
+                                       title=f"Per-label confusion ({title})"),
+             plot_per_label_f1({name: metrics[f"{split}_f1_{metric_key(name)}"] for name in class_names},
+                               output_dir / f"per_label_f1_{split}.png", title=f"F1 per label ({title})")]
+    tuned = "tuned per-label thresholds" if not np.isscalar(thresholds) else f"threshold {thresholds}"
+    lines = [f"== {title}, {len(labels)} images (multi-label, {tuned}) ==", "",
+             classification_report(labels, predictions, target_names=class_names, digits=4, zero_division=0),
+             f"subset accuracy: {metrics[f'{split}_subset_accuracy']:.4f}"]
+    if f"{split}_macro_roc_auc" in metrics:
+        lines.append(f"macro ROC AUC: {metrics[f'{split}_macro_roc_auc']:.4f}")
+    return "\n".join(lines) + "\n\n", plots
 
 
 def plot_roc_curve(labels: Sequence[int], logits: np.ndarray, path, title: str = "ROC curve") -> Path:
@@ -865,9 +1207,9 @@ def run(args: Sequence[str] | None = None) -> dict:
     # 1. Data and model: every input problem is raised here, before any training.
     data = load_image_data(data_args, training_args, model_args)
     first = data.splits.get("train", next(iter(data.splits.values())))
-    first_size = max(first[0]["image"].size)
+    first_size = max(load_training_image(first[0]["image"]).size)
     model, processor = build_model(model_args, data.class_names, default_image_size=first_size,
-                                   freeze_explicit="freeze_backbone" in given)
+                                   freeze_explicit="freeze_backbone" in given, problem_type=data.problem_type)
     frozen = model.config.freeze_backbone
     use_cache = model_args.use_feature_cache
     if use_cache is None:
@@ -878,10 +1220,15 @@ def run(args: Sequence[str] | None = None) -> dict:
     if data_args.augment and frozen:
         logger.info("--augment with a frozen backbone: features are recomputed for every batch (no cache).")
     num_classes = len(data.class_names)
-    metric = main_metric(num_classes)
+    problem_type = data.problem_type
+    data_args.problem_type = problem_type  # recorded in metrics.json (the card reads it)
+    if data_args.balance != "none" and problem_type != SINGLE_LABEL:
+        raise ArgumentError(f"--balance {data_args.balance} balances classes of a single-label problem, but the data "
+                            f"is {problem_type}: drop --balance.")
+    metric = main_metric(num_classes, problem_type)
     if "metric_for_best_model" not in given:
         training_args.metric_for_best_model = metric
-        training_args.greater_is_better = True
+        training_args.greater_is_better = problem_type != REGRESSION
     training_args.remove_unused_columns = False  # the on-the-fly transform needs the image column
     if "validation" not in data.splits and training_args.eval_strategy != "no":
         logger.warning("No validation data (--train_val_split 0): training without evaluation or best-model "
@@ -904,14 +1251,15 @@ def run(args: Sequence[str] | None = None) -> dict:
     logger.info("Training %s (%s head, backbone %s%s), main metric %s.", type(model).__name__, model.config.head,
                 "frozen" if frozen else "trained", ", cached features" if use_cache else "", metric)
 
-    def compute_metrics(prediction):
-        return image_metrics(prediction.label_ids, prediction.predictions, data.class_names)
+    def compute_metrics(prediction):  # per-epoch evaluation; multi-label at threshold 0.5
+        return problem_metrics(problem_type, prediction.label_ids, prediction.predictions, data.class_names)
 
     trainer = ImageClassificationTrainer(
         model=model, args=training_args, train_dataset=datasets_for.get("train") if training_args.do_train else None,
         eval_dataset=datasets_for.get("validation"), processing_class=processor, compute_metrics=compute_metrics,
         balance=data_args.balance if training_args.do_train else "none",
-        train_labels=data.splits["train"]["labels"] if "train" in data.splits else None, num_classes=num_classes)
+        train_labels=data.splits["train"]["labels"] if "train" in data.splits and problem_type == SINGLE_LABEL
+        else None, num_classes=num_classes)
 
     output_dir = Path(training_args.output_dir)
     results: dict[str, Any] = {}
@@ -934,21 +1282,54 @@ def run(args: Sequence[str] | None = None) -> dict:
         model.save_pretrained(output_dir)
         processor.save_pretrained(output_dir)
 
-    # 4. Evaluate (validation) and predict (test).
+    # 4. Multi-label: one decision threshold per label, tuned on validation, saved in config.thresholds (the
+    #    pipeline applies them).
+    outputs: dict[str, Any] = {}
+    if (problem_type == MULTI_LABEL and training_args.do_train and data_args.tune_thresholds
+            and "validation" in datasets_for):
+        from ..metrics import tune_thresholds
+
+        outputs["validation"] = trainer.predict(datasets_for["validation"], metric_key_prefix="eval")
+        y_true = np.asarray(outputs["validation"].label_ids)
+        thresholds = tune_thresholds(y_true, sigmoid(outputs["validation"].predictions))
+        rare = y_true.sum(axis=0) < data_args.threshold_min_positives
+        thresholds[rare] = 0.5
+        model.config.thresholds = [round(float(t), 4) for t in thresholds]
+        logger.info("Tuned per-label thresholds on validation: %s (%d labels with fewer than %d positives keep 0.5).",
+                    dict(zip(data.class_names, model.config.thresholds)), int(rare.sum()),
+                    data_args.threshold_min_positives)
+        trainer.save_model()
+    thresholds = model.config.thresholds if model.config.thresholds is not None else 0.5
+
+    # 5. Evaluate (validation) and predict (test).
     for split, prefix, on in (("validation", "eval", training_args.do_eval), ("test", "predict",
                                                                              training_args.do_predict)):
         if not on or split not in datasets_for:
             continue
-        output = trainer.predict(datasets_for[split], metric_key_prefix=prefix)
+        output = outputs.get(split) or trainer.predict(datasets_for[split], metric_key_prefix=prefix)
         split_metrics = {**output.metrics, f"{prefix}_samples": len(data.splits[split])}
+        labels, logits = np.asarray(output.label_ids), np.asarray(output.predictions)
+        if problem_type == MULTI_LABEL:  # the trainer's metrics were at 0.5: keep them apart, report the decisions
+            split_metrics = {(f"{prefix}_{UNTUNED}_{key[len(prefix) + 1:]}" if key[len(prefix) + 1:] in
+                              MULTILABEL_KEYS or key[len(prefix) + 1:].startswith(("f1_", "precision_", "recall_"))
+                              else key): value for key, value in split_metrics.items()}
+            split_metrics.update({f"{prefix}_{key}": value for key, value in
+                                  problem_metrics(problem_type, labels, logits, data.class_names, thresholds).items()})
         save_split_metrics(trainer, prefix, split_metrics)
         results.update(split_metrics)
         if trainer.is_world_process_zero():
-            section, split_plots = report_split(prefix, np.asarray(output.label_ids), np.asarray(output.predictions),
-                                                data.class_names, output_dir, split_metrics, data.sources[split])
+            if problem_type == SINGLE_LABEL:
+                section, split_plots = report_split(prefix, labels, logits, data.class_names, output_dir,
+                                                    split_metrics, data.sources[split])
+                results[f"{prefix}_confusion_matrix"] = confusion(labels, logits, num_classes)
+            else:
+                section, split_plots = report_split_other(problem_type, prefix, labels, logits, data.class_names,
+                                                          output_dir, split_metrics, thresholds, data.sources[split])
             report += section
             plots += split_plots
-            results[f"{prefix}_confusion_matrix"] = confusion(output.label_ids, output.predictions, num_classes)
+            if split == "test":
+                write_predictions(output_dir / "predict_results.tsv", data.splits[split], problem_type, labels,
+                                  logits, data.class_names, thresholds)
 
     if trainer.is_world_process_zero():
         if report:

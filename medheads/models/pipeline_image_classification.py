@@ -1,0 +1,108 @@
+"""The `image-classification` pipeline that ships with every ViTPatchClassifier checkpoint.
+
+`config.json` names it in `custom_pipelines`, so the stock call
+`pipeline("image-classification", model=<folder or Hub id>, trust_remote_code=True)` builds it, medheads installed or
+not (`import medheads` also registers it with transformers' `PIPELINE_REGISTRY` for in-memory models). It is
+transformers' `ImageClassificationPipeline` with two differences:
+
+* Images are read by `image_loading.load_image`: paths, URLs, PIL images, numpy arrays and tensors, with 16-bit and
+  12-bit-in-16 grayscale kept in their real range and DICOM files (`.dcm`, with pydicom) windowed as a viewer shows
+  them; an unreadable input raises one `ImageLoadingError` naming it.
+* The output is the model's decision for its `config.problem_type`:
+  - single-label: as the stock pipeline (the `top_k` best classes with softmax scores, 5 by default);
+  - multi-label: every label whose sigmoid reaches its threshold in `config.thresholds` (0.5 when unset), as
+    `[{"label", "score"}]` sorted by score, `[]` when none does; `top_k=None` returns every label with its score and
+    `top_k=k` the k best (the stock meaning);
+  - regression: `[{"label", "score"}]` with the predicted value of every output in `id2label` order.
+
+Remote code: imports transformers, numpy and its sibling `image_loading` only.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from transformers import ImageClassificationPipeline
+
+from .image_loading import load_image
+
+MODEL_TYPE = "medheads-vit-patch-classifier"
+_UNSET = object()
+
+
+def _sigmoid(values: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-values))
+
+
+def _softmax(values: np.ndarray) -> np.ndarray:
+    shifted = np.exp(values - values.max(axis=-1, keepdims=True))
+    return shifted / shifted.sum(axis=-1, keepdims=True)
+
+
+class MedheadsImageClassificationPipeline(ImageClassificationPipeline):
+    """`ImageClassificationPipeline` that reads medical images correctly and returns multi-label decisions (see the
+    module docstring). Models other than ViTPatchClassifier get the stock behaviour."""
+
+    def check_model_type(self, supported_models):
+        if getattr(self.model.config, "model_type", None) == MODEL_TYPE:
+            return  # a custom model: not in transformers' own mapping, and that is fine
+        super().check_model_type(supported_models)
+
+    @property
+    def _is_medheads(self) -> bool:
+        return getattr(self.model.config, "model_type", None) == MODEL_TYPE
+
+    def _sanitize_parameters(self, top_k=_UNSET, function_to_apply=None, timeout=None):
+        preprocess_params, forward_params, postprocess_params = super()._sanitize_parameters(
+            top_k=None, function_to_apply=function_to_apply, timeout=timeout)
+        if top_k is not _UNSET:  # `top_k=None` (every label) is not the same as no top_k (the model's decision)
+            if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+                raise ValueError(f"top_k must be a positive integer or None, got {top_k!r}.")
+            postprocess_params["top_k"] = top_k
+        return preprocess_params, forward_params, postprocess_params
+
+    def preprocess(self, image, timeout=None):
+        if not self._is_medheads and hasattr(image, "shape"):  # stock: arrays go to the image processor as they are
+            return super().preprocess(image, timeout=timeout)
+        image = load_image(image, timeout=timeout)
+        return self.image_processor(images=image, return_tensors="pt").to(self.dtype)
+
+    def postprocess(self, model_outputs, function_to_apply=None, top_k=_UNSET):
+        config = self.model.config
+        problem_type = config.problem_type
+        if problem_type is None and self._is_medheads:
+            problem_type = "regression" if config.num_labels == 1 else "single_label_classification"
+        logits = model_outputs["logits"][0].float().cpu().numpy().astype(np.float64)
+        names = [config.id2label[i] for i in range(len(logits))]
+
+        if problem_type == "regression" and function_to_apply is None:
+            return [{"label": name, "score": float(value)} for name, value in zip(names, logits)]
+        if function_to_apply is None:
+            multi = problem_type == "multi_label_classification" or config.num_labels == 1
+            scores = _sigmoid(logits) if multi else _softmax(logits)
+        else:
+            function = str(getattr(function_to_apply, "value", function_to_apply)).lower()
+            if function not in ("sigmoid", "softmax", "none"):
+                raise ValueError(f"Unrecognized `function_to_apply` argument: {function_to_apply}")
+            scores = {"sigmoid": _sigmoid, "softmax": _softmax, "none": lambda x: x}[function](logits)
+        ranked = sorted(({"label": name, "score": float(score)} for name, score in zip(names, scores)),
+                        key=lambda row: row["score"], reverse=True)
+        if top_k is _UNSET:
+            if problem_type == "multi_label_classification" and self._is_medheads and function_to_apply is None:
+                thresholds = self._thresholds(len(names))
+                decided = {name for name, score, threshold in zip(names, scores, thresholds) if score >= threshold}
+                return [row for row in ranked if row["label"] in decided]
+            top_k = 5  # the stock default
+        return ranked if top_k is None else ranked[:top_k]
+
+    def _thresholds(self, num_labels: int) -> list[float]:
+        thresholds = getattr(self.model.config, "thresholds", None)
+        if thresholds is None:
+            return [0.5] * num_labels
+        if isinstance(thresholds, (int, float)):
+            return [float(thresholds)] * num_labels
+        if len(thresholds) != num_labels:
+            raise ValueError(f"config.thresholds has {len(thresholds)} values for {num_labels} labels.")
+        return [float(t) for t in thresholds]
+
+
+__all__ = ["MedheadsImageClassificationPipeline"]
