@@ -156,16 +156,19 @@ def test_json_file_then_overriding_flags(tmp_path):
     assert training_args.seed == 7 and model_args.hidden_layers == ["-1", "-2"]
 
 
-@pytest.mark.parametrize("command", list(COMMANDS))
-def test_scripts_behave_exactly_like_the_command(command, tmp_path, capsys):
-    """`python scripts/X.py ARGS` == `medheads <command> ARGS`: same single stderr line, same status."""
-    flag = "--dryrun" if command == "publish" else "--learning_rte"
-    script = subprocess.run([sys.executable, str(REPO / "scripts" / SCRIPTS[command]), flag, "0.01"],
-                            capture_output=True, text=True, timeout=120, cwd=tmp_path,
-                            env={**os.environ, "PYTHONPATH": ""})
-    status = main([command, flag, "0.01"])
-    captured = capsys.readouterr()
-    assert script.returncode == status == 2
-    assert script.stderr == captured.err
-    assert len(script.stderr.strip().splitlines()) == 1 and script.stderr.startswith(f"medheads {command}: error:")
-    assert script.stdout == captured.out == ""
+def test_scripts_behave_exactly_like_the_command(tmp_path, capsys):
+    """`python scripts/X.py ARGS` == `medheads <command> ARGS`: same single stderr line, same status (the four
+    scripts run at once, each in its own process)."""
+    flags = {command: "--dryrun" if command == "publish" else "--learning_rte" for command in SCRIPTS}
+    processes = {command: subprocess.Popen([sys.executable, str(REPO / "scripts" / script), flags[command], "0.01"],
+                                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+                                           env={**os.environ, "PYTHONPATH": ""})
+                 for command, script in SCRIPTS.items()}
+    for command, process in processes.items():
+        stdout, stderr = process.communicate(timeout=300)
+        status = main([command, flags[command], "0.01"])
+        captured = capsys.readouterr()
+        assert process.returncode == status == 2, (command, stderr)
+        assert stderr == captured.err
+        assert len(stderr.strip().splitlines()) == 1 and stderr.startswith(f"medheads {command}: error: unknown flag")
+        assert stdout == captured.out == ""

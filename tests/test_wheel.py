@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -39,8 +40,14 @@ def fresh_env(tmp_path_factory):
     environment's site-packages through a .pth line (a plain path entry: the .pth files there, such as the editable
     install's finder, are not run), so nothing is downloaded or reinstalled."""
     root = tmp_path_factory.mktemp("wheel")
+    source = root / "source"  # a clean copy: a stale build/ in the checkout would leak old modules into the wheel
+    for name in ("pyproject.toml", "README.md"):
+        source.mkdir(exist_ok=True)
+        shutil.copy2(REPO / name, source / name)
+    for name in ("medheads", "model_cards"):
+        shutil.copytree(REPO / name, source / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
-                    str(root / "dist"), str(REPO)], check=True, capture_output=True, timeout=300)
+                    str(root / "dist"), str(source)], check=True, capture_output=True, timeout=300)
     (wheel,) = (root / "dist").glob("medheads-*.whl")
     venv = root / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
@@ -111,7 +118,8 @@ LOAD_OLD = r"""
 import json, sys
 sys.modules["medheads"] = None  # `import medheads` now fails: only the checkpoints' own code can load them
 import torch
-from transformers import AutoModelForImageClassification, AutoModelForSequenceClassification, AutoModelForTokenClassification
+from transformers import (AutoModelForImageClassification, AutoModelForSequenceClassification,
+                          AutoModelForTokenClassification)
 auto = {"token": AutoModelForTokenClassification, "text": AutoModelForSequenceClassification,
         "image": AutoModelForImageClassification}
 root = sys.argv[1]

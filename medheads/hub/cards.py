@@ -1,8 +1,8 @@
 """Model cards for trained medheads models: a model folder + its run summary -> Hub card metadata and template values.
 
-The training scripts write ``metrics.json`` (:func:`medheads.training.common.write_run_summary`): ``script``, ``arguments``
-(every model / data / training argument), ``metrics`` (``train_*``, ``eval_*``, ``predict_*``, per label / entity
-type ``eval_f1_<label>``, ...) and ``plots`` (png file names in the folder). :func:`card_context` reads it with the
+The training commands write ``metrics.json`` (:func:`medheads.training.common.write_run_summary`): ``script``,
+``arguments`` (every model / data / training argument), ``metrics`` (``train_*``, ``eval_*``, ``predict_*``, per
+label / entity type ``eval_f1_<label>``, ...) and ``plots`` (png file names in the folder). :func:`card_context` reads it with the
 folder's ``config.json`` (how the head reads the encoder) and returns
 
 * a ``huggingface_hub.ModelCardData``: ``library_name: transformers``, ``pipeline_tag``, ``tags`` (``custom_code``,

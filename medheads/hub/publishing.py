@@ -301,10 +301,10 @@ def build_model_card(model_dir: str | os.PathLike, repo_id: str, revision: str |
 
     A ``.png`` the rendered card references (``![..](x.png)`` or ``src="x.png"``) is staged with it.
 
-    When ``metrics.json`` is a training script's run summary, :func:`medheads.cards.card_context` supplies the
+    When ``metrics.json`` is a training script's run summary, :func:`medheads.hub.cards.card_context` supplies the
     card data (datasets, license, model-index, widget, ...) and the further variables of the model templates;
-    a run summary lacking what the card needs raises :class:`medheads.cards.CardError`. Without one (a model
-    saved by hand), a template marked as needing it (``medheads.cards.REQUIRES_RUN_SUMMARY``) is replaced by
+    a run summary lacking what the card needs raises :class:`medheads.hub.cards.CardError`. Without one (a model
+    saved by hand), a template marked as needing it (``medheads.hub.cards.REQUIRES_RUN_SUMMARY``) is replaced by
     the generic card, with a warning.
     """
     from huggingface_hub import ModelCard, ModelCardData

@@ -9,8 +9,8 @@ over `ModelArguments`, `ImageDataArguments` and `MedheadsTrainingArguments` (`--
 * three ways to get a model: a pretrained ViT-family backbone (`--model_name_or_path`), a saved `ViTPatchClassifier`
   to continue from, or a new random ViT sized by `--vit_hidden_size`, `--vit_layers`, `--vit_heads`, `--patch_size`
   (or `--backbone_config_json`, or `--from_scratch` with a backbone's architecture);
-* a frozen backbone trains the head on cached token features (`medheads.features.cached_features`); an unfrozen one
-  trains end to end, optionally with PIL-only augmentation (no torchvision);
+* a frozen backbone trains the head on cached token features (`medheads.training.features.cached_features`); an
+  unfrozen one trains end to end, optionally with PIL-only augmentation (no torchvision);
 * class-balanced batches (`--balance sampler`) or a class-weighted loss (`--balance loss`);
 * every input problem is reported once, before training, as an `InputError` (or its `DataFormatError`).
 

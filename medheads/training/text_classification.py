@@ -5,8 +5,9 @@ training_args)` does the whole job and returns the metrics; `main(args)` parses 
 input errors into one clear message. Like transformers' `examples/pytorch/text-classification/run_classification.py`
 (HfArgumentParser, every TrainingArguments flag, `all_results.json`), with what a frozen encoder allows:
 
-* The encoder never trains, so each text's pooled vector is computed once (`medheads.features.cached_features`, length-
-  sorted batches, cached on disk keyed on the texts and the encoder weights) and the Trainer trains only the head on
+* The encoder never trains, so each text's pooled vector is computed once
+  (`medheads.training.features.cached_features`, length-sorted batches, cached on disk keyed on the texts and the
+  encoder weights) and the Trainer trains only the head on
   `pooled_features`. A 20-epoch run costs about one encoder pass; other heads on the same texts reuse the cache.
   `--use_feature_cache false` trains through the frozen encoder instead (same losses, slower).
 * Texts are not truncated by default: a text longer than the encoder's window is encoded window by window and pooled
