@@ -172,3 +172,26 @@ def test_scripts_behave_exactly_like_the_command(tmp_path, capsys):
         assert stderr == captured.err
         assert len(stderr.strip().splitlines()) == 1 and stderr.startswith(f"medheads {command}: error: unknown flag")
         assert stdout == captured.out == ""
+
+
+def test_publish_exits_1_when_the_push_fails(tmp_path, monkeypatch, capsys):
+    """Bad input is 2; a failed upload (network, HTTP, token) is 1, and its message says where the staged folder is."""
+    import medheads.hub.publishing as publishing
+
+    def staged(*args, **kwargs):
+        class Staged:
+            folder, files, config = tmp_path / "staged", ["config.json"], {}
+
+            def describe(self):
+                return "staged"
+        return Staged()
+
+    def fail(*args, **kwargs):
+        raise PushError("Could not push to http://hub (ConnectionError: refused); check the network.\n"
+                        f"Nothing was lost: the staged repository is intact at {tmp_path / 'staged'}")
+
+    monkeypatch.setattr(publishing, "stage_model", staged)
+    monkeypatch.setattr(publishing, "push_staged", fail)
+    assert main(["publish", "--model_dir", str(tmp_path), "--repo_id", "org/name"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("medheads publish: error: Could not push") and "Nothing was lost" in err
