@@ -28,7 +28,10 @@ def run_training_command(run, argument_classes: tuple, argv: Sequence[str] | Non
                          **run_kwargs) -> int:
     """A training command's `main`: parse `argv` into `argument_classes` (flags or a JSON file, the shared
     contract), then `run(*parsed, **run_kwargs)`. An input error is one line `PROG: error: ...` and status 2."""
-    return run_command(lambda: run(*parse_args(argument_classes, argv, prog=prog), **run_kwargs), prog)
+    module = sys.modules.get(run.__module__)
+    description = (module.__doc__ or "").strip().split("\n\n")[0] if module is not None else None
+    return run_command(lambda: run(*parse_args(argument_classes, argv, prog=prog, description=description),
+                                   **run_kwargs), prog)
 
 
 def load_dataset_dict(name: str, config_name: str | None = None, cache_dir: str | None = None,
