@@ -71,14 +71,26 @@ def test_wheel_contents(fresh_env):
     assert not any("hub_server" in name or name.startswith("tests/") for name in names)
 
 
+PROBE = """
+import json, sys
+import medheads
+after_models = sorted(m for m in sys.modules if m.startswith("medheads"))
+import medheads.hub.publishing
+after_hub = sorted(m for m in sys.modules if m.startswith("medheads"))
+print(json.dumps([medheads.__file__, sys.path, after_models, after_hub]))
+"""
+
+
 def test_installed_package_is_the_wheel_not_the_checkout(fresh_env):
-    probe = subprocess.run([str(fresh_env["python"]), "-c",
-                            "import json, sys, medheads; print(json.dumps([medheads.__file__, sys.path]))"],
-                           capture_output=True, text=True, timeout=300, cwd=fresh_env["cwd"], env=clean_env())
+    probe = subprocess.run([str(fresh_env["python"]), "-c", PROBE], capture_output=True, text=True, timeout=300,
+                           cwd=fresh_env["cwd"], env=clean_env())
     assert probe.returncode == 0, probe.stderr
-    location, path = json.loads(probe.stdout)
+    location, path, after_models, after_hub = json.loads(probe.stdout)
     assert Path(location).is_relative_to(fresh_env["site"]), location
     assert not any(entry and Path(entry).resolve() == REPO for entry in path)
+    # imports flow one way: the package imports only its models; the hub never imports the training side
+    assert all(name == "medheads" or name.startswith("medheads.models") for name in after_models), after_models
+    assert not any(name.startswith("medheads.training") for name in after_hub), after_hub
 
 
 def test_medheads_command_from_the_wheel(fresh_env, tmp_path):
