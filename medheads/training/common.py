@@ -39,7 +39,12 @@ def load_dataset_dict(name: str, config_name: str | None = None, cache_dir: str 
     """A `datasets.DatasetDict` from `--dataset_name`: a folder written by `save_to_disk` (recognised by its
     `dataset_dict.json` / `dataset_info.json`), else whatever `datasets.load_dataset` reads (a Hub id, or a folder of
     data files). A single saved `Dataset` without splits becomes the `single_split` split (logged), so the task's
-    own checks say which other split is missing. Anything unloadable is one `DataFormatError`."""
+    own checks say which other split is missing. Anything unloadable is one `DataFormatError`.
+
+    One policy for every task (NER and images had opposite ones): recognising a save_to_disk folder by its marker
+    file lets a plain folder of CSV/JSON/image files go to `load_dataset`, which reads it, instead of failing inside
+    `load_from_disk`; and a single Dataset is a usable training set (images hold validation out of it with
+    --train_val_split; NER then asks for --validation_file by name), where refusing it only forced a re-save."""
     import datasets
 
     folder = Path(name)
