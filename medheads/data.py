@@ -19,8 +19,12 @@ Formats:
   :func:`load_training_image`, the loader the shipped image pipeline uses
   (16-bit PNG / TIFF in their real range, DICOM windowed).
 
-This module imports only the standard library, numpy, (lazily) PIL and
-medheads' own image loader.
+With ``line_numbers=True`` the token and table readers keep where each record came from (``"lines"``: the file
+line of every token; ``"line"``: the line a table row starts on), so later checks (a label the model does not know)
+name ``file:line`` without reading the file again.
+
+This module imports only the standard library, numpy, (lazily) PIL, ``medheads.errors`` and medheads' own image
+loader.
 """
 
 from __future__ import annotations
@@ -38,6 +42,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from .errors import InputError
 
 __all__ = [
     "DataFormatError",
@@ -66,8 +72,8 @@ _DOCSTART = "-DOCSTART-"
 _MAX_LISTED = 5
 
 
-class DataFormatError(ValueError):
-    """A data file does not have the expected format.
+class DataFormatError(InputError):
+    """A data file does not have the expected format (an :class:`medheads.errors.InputError`).
 
     The message names the file (and line or field) and says how to fix it.
     """
@@ -114,7 +120,7 @@ def _first_rows(rows: Sequence[int]) -> str:
 # --------------------------------------------------------------------------- #
 
 
-def read_conll(path: str | Path) -> list[dict[str, list[str]]]:
+def read_conll(path: str | Path, *, line_numbers: bool = False) -> list[dict[str, list[str]]]:
     """Read a CoNLL-style ``token<TAB>label`` file.
 
     One token per line, ``token<TAB>label`` (a run of spaces is accepted instead
@@ -127,7 +133,8 @@ def read_conll(path: str | Path) -> list[dict[str, list[str]]]:
         path: the file to read.
 
     Returns:
-        One ``{"tokens": [...], "ner_tags": [...]}`` dict per sentence.
+        One ``{"tokens": [...], "ner_tags": [...]}`` dict per sentence, with ``"lines"`` (the file line of each
+        token) when ``line_numbers`` is true.
 
     Raises:
         DataFormatError: a line does not have exactly two non-empty columns
@@ -137,12 +144,17 @@ def read_conll(path: str | Path) -> list[dict[str, list[str]]]:
     sentences: list[dict[str, list[str]]] = []
     tokens: list[str] = []
     tags: list[str] = []
+    lines: list[int] = []
 
     def flush() -> None:
         if tokens:
-            sentences.append({"tokens": list(tokens), "ner_tags": list(tags)})
+            sentence = {"tokens": list(tokens), "ner_tags": list(tags)}
+            if line_numbers:
+                sentence["lines"] = list(lines)
+            sentences.append(sentence)
             tokens.clear()
             tags.clear()
+            lines.clear()
 
     for line_no, line in _lines(path):
         if not line.strip():
@@ -167,6 +179,7 @@ def read_conll(path: str | Path) -> list[dict[str, list[str]]]:
             )
         tokens.append(token)
         tags.append(tag)
+        lines.append(line_no)
     flush()
     if not sentences:
         raise DataFormatError(
@@ -199,7 +212,7 @@ def _string_list(value: Any, path: Path, line_no: int, key: str) -> list[str]:
 
 
 def read_jsonl_tokens(
-    path: str | Path, tokens_key: str = "tokens", tags_key: str = "ner_tags"
+    path: str | Path, tokens_key: str = "tokens", tags_key: str = "ner_tags", *, line_numbers: bool = False
 ) -> list[dict[str, list[str]]]:
     """Read a JSON-lines file with one tokenised sentence per line.
 
@@ -212,7 +225,8 @@ def read_jsonl_tokens(
         tags_key: name of the tag-list field (string labels such as ``B-DNA``).
 
     Returns:
-        One ``{"tokens": [...], "ner_tags": [...]}`` dict per sentence.
+        One ``{"tokens": [...], "ner_tags": [...]}`` dict per sentence, with ``"lines"`` (the sentence's line,
+        once per token) when ``line_numbers`` is true.
 
     Raises:
         DataFormatError: invalid JSON, a missing field, a non-string tag or a
@@ -239,20 +253,23 @@ def read_jsonl_tokens(
                 f"fields {tokens_key!r} and {tags_key!r} must be equally long"
             )
         if tokens:
-            sentences.append({"tokens": tokens, "ner_tags": tags})
+            sentence = {"tokens": tokens, "ner_tags": tags}
+            if line_numbers:
+                sentence["lines"] = [line_no] * len(tokens)
+            sentences.append(sentence)
     if not sentences:
         raise DataFormatError(f"{path}: no sentences found; expected one JSON object per line")
     return sentences
 
 
 def read_token_file(
-    path: str | Path, tokens_key: str = "tokens", tags_key: str = "ner_tags"
+    path: str | Path, tokens_key: str = "tokens", tags_key: str = "ner_tags", *, line_numbers: bool = False
 ) -> list[dict[str, list[str]]]:
     """Read an NER file, choosing the reader by extension.
 
     ``.tsv``, ``.txt``, ``.conll``, ``.iob`` go to :func:`read_conll`;
     ``.json``, ``.jsonl`` to :func:`read_jsonl_tokens` (with ``tokens_key`` and
-    ``tags_key``).
+    ``tags_key``). ``line_numbers`` as there.
 
     Raises:
         DataFormatError: unsupported extension, or whatever the chosen reader
@@ -261,9 +278,9 @@ def read_token_file(
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix in CONLL_EXTENSIONS:
-        return read_conll(path)
+        return read_conll(path, line_numbers=line_numbers)
     if suffix in JSONL_EXTENSIONS:
-        return read_jsonl_tokens(path, tokens_key=tokens_key, tags_key=tags_key)
+        return read_jsonl_tokens(path, tokens_key=tokens_key, tags_key=tags_key, line_numbers=line_numbers)
     raise DataFormatError(
         f"{path}: unsupported extension {suffix!r} for a token file; use one of "
         f"{', '.join(CONLL_EXTENSIONS + JSONL_EXTENSIONS)}"
@@ -370,6 +387,7 @@ def read_text_table(
     *,
     drop_empty_text: bool = False,
     extra_columns: Sequence[str] = (),
+    line_numbers: bool = False,
 ) -> list[dict[str, Any]]:
     """Read texts and labels from a CSV (``.csv``), TSV (``.tsv``/``.tab``) or JSON-lines file.
 
@@ -384,6 +402,7 @@ def read_text_table(
             warning with the count) instead of raising.
         extra_columns: further columns copied into each row under their own
             names (e.g. ``["split"]``).
+        line_numbers: add ``"line"``, the file line the row starts on.
 
     Returns:
         One dict per row: ``{"text": str, "labels": list[str]}`` when
@@ -423,6 +442,8 @@ def read_text_table(
             row["labels"] = _split_labels(value, label_separator, path, line_no, label_column)
         for column in extra_columns:
             row[column] = _cell_text(record.get(column))
+        if line_numbers:
+            row["line"] = line_no
         rows.append(row)
 
     if empty_text:

@@ -39,10 +39,24 @@ __all__ = [
     "ner_classification_report",
     "ner_error_sentences",
     "ner_metrics",
+    "sigmoid",
+    "softmax",
     "tune_thresholds",
 ]
 
 DEFAULT_THRESHOLD_GRID = np.linspace(0.05, 0.95, 19)
+
+
+def sigmoid(logits: np.ndarray) -> np.ndarray:
+    """Element-wise logistic function of ``logits`` (float64): multi-label probabilities."""
+    return 1.0 / (1.0 + np.exp(-np.asarray(logits, dtype=np.float64)))
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Softmax over the last axis of ``logits`` (float64, max-shifted so large logits do not overflow)."""
+    logits = np.asarray(logits, dtype=np.float64)
+    shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return shifted / shifted.sum(axis=-1, keepdims=True)
 
 
 def metric_key(name: str) -> str:

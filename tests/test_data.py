@@ -56,6 +56,24 @@ def test_read_conll_sentences_docstart_and_separators(tmp_path):
     ]
 
 
+def test_readers_keep_line_numbers_when_asked(tmp_path):
+    """`line_numbers=True` keeps where each token / row came from, so a later check names `file:line` without
+    reading the file again; without it the records are as before."""
+    conll = write(tmp_path / "a.tsv", "-DOCSTART-\tO\n\nIL-2\tB-protein\ngene\tI-protein\n\n\nT\tO\n")
+    assert read_conll(conll, line_numbers=True) == [
+        {"tokens": ["IL-2", "gene"], "ner_tags": ["B-protein", "I-protein"], "lines": [3, 4]},
+        {"tokens": ["T"], "ner_tags": ["O"], "lines": [7]},
+    ]
+    assert "lines" not in read_conll(conll)[0]
+    js = jsonl(tmp_path / "a.jsonl", [{"tokens": ["a", "b"], "ner_tags": ["B-X", "O"]}, "",
+                                      {"tokens": ["c"], "ner_tags": ["O"]}])
+    assert [s["lines"] for s in read_token_file(js, line_numbers=True)] == [[1, 1], [3]]
+    table = write(tmp_path / "t.csv", CSV_TEXT)  # the second row's text spans two lines
+    rows = read_text_table(table, "text", "specialty", line_numbers=True)
+    assert [row["line"] for row in rows] == [2, 3, 5]
+    assert "line" not in read_text_table(table, "text", "specialty")[0]
+
+
 @pytest.mark.parametrize(
     ("bad_line", "expected"),
     [

@@ -1,4 +1,4 @@
-"""The loopback Hub harness (medheads.hub_server.local_hub) serves real checkpoints.
+"""The loopback Hub harness (tests/hub_server.py: local_hub) serves real checkpoints.
 
 A tiny random BERT classifier + tokenizer, built in code, is served by olah and
 loaded in a fresh Python process that only knows ``HF_ENDPOINT``; logits must

@@ -19,14 +19,22 @@ from PIL import Image
 from tiny import backbone_config, encoder_config, make_image_processor
 from transformers import AutoModel
 
+from medheads.command_line import explicit_keys
 from medheads.data import DataFormatError
+from medheads.errors import InputError
 from medheads.training.image_classification import (
-    ArgumentError, EpochWeightedRandomSampler, augment_image, class_weights, confusion, explicit_keys, image_metrics,
-    main, run,
+    ARGUMENT_CLASSES, EpochWeightedRandomSampler, augment_image, class_weights, confusion, image_metrics, main, run,
 )
 from medheads.training.arguments import parse_args
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def run_args(args) -> dict:
+    """What `medheads train-image ARGS` does, returning the metrics (input errors raise instead of exiting 2)."""
+    args = [str(arg) for arg in args]
+    return run(*parse_args(ARGUMENT_CLASSES, args), explicit=explicit_keys(args))
+
 SCRIPT = REPO / "scripts" / "train_image_classifier.py"
 DATA = Path(os.environ.get("MEDHEADS_DATA_DIR", REPO.parent / "shared" / "data"))
 PNEUMONIA = DATA / "pneumoniamnist" / "pneumoniamnist.npz"
@@ -176,14 +184,10 @@ def test_help_lists_every_kind_of_flag(capsys, monkeypatch):
 
 
 def test_shipped_configs_parse():
-    from medheads.training.image_classification import ImageDataArguments, ModelArguments
-    from medheads.training.arguments import MedheadsTrainingArguments
-
     configs = sorted((REPO / "configs").glob("image_*.json"))
     assert configs
     for config in configs:
-        model_args, data_args, training_args = parse_args(
-            (ModelArguments, ImageDataArguments, MedheadsTrainingArguments), [str(config)])
+        model_args, data_args, training_args = parse_args(ARGUMENT_CLASSES, [str(config)])
         assert training_args.do_train and (data_args.train_file or data_args.train_dir or data_args.dataset_name)
 
 
@@ -194,7 +198,7 @@ def test_shipped_configs_parse():
 
 def test_frozen_vit_on_image_folders_is_a_complete_pipeline_folder(vit_dir, image_folders, tmp_path):
     out = tmp_path / "out"
-    run(["--model_name_or_path", str(vit_dir), "--train_dir", str(image_folders["train"]),
+    run_args(["--model_name_or_path", str(vit_dir), "--train_dir", str(image_folders["train"]),
          "--validation_dir", str(image_folders["val"]), "--test_dir", str(image_folders["test"]),
          "--head", "patch", "--patch_projection_size", "8", "--num_train_epochs", "3", "--learning_rate", "5e-3",
          "--per_device_train_batch_size", "8", "--feature_cache_dir", str(tmp_path / "cache"), "--seed", "1",
@@ -232,7 +236,7 @@ def test_frozen_vit_on_image_folders_is_a_complete_pipeline_folder(vit_dir, imag
 
     # Evaluating the saved folder again (continuing from a medheads model) reproduces the numbers.
     again = tmp_path / "again"
-    run(["--model_name_or_path", str(out), "--validation_dir", str(image_folders["val"]), "--do_eval",
+    run_args(["--model_name_or_path", str(out), "--validation_dir", str(image_folders["val"]), "--do_eval",
          "--feature_cache_dir", str(tmp_path / "cache"), "--output_dir", str(again), *QUIET])
     for key in ("eval_accuracy", "eval_roc_auc", "eval_loss"):
         assert results(again)[key] == pytest.approx(metrics[key], rel=1e-5), key
@@ -246,7 +250,7 @@ def test_new_vit_from_scratch_on_pneumoniamnist_resumes_to_the_same_result(pneum
               "--per_device_train_batch_size", "16", "--learning_rate", "3e-3", "--seed", "4",
               "--save_total_limit", "3", "--logging_steps", "1", "--do_train", "--do_eval", "--do_predict", *QUIET]
     full = tmp_path / "full"
-    run([*common, "--output_dir", str(full)])
+    run_args([*common, "--output_dir", str(full)])
     first = results(full)
     for key in ("eval_accuracy", "eval_roc_auc", "predict_accuracy", "predict_roc_auc"):
         assert 0 <= first[key] <= 1, key
@@ -263,7 +267,7 @@ def test_new_vit_from_scratch_on_pneumoniamnist_resumes_to_the_same_result(pneum
     assert saved.keys() == kept.keys() and all(torch.equal(saved[k], kept[k]) for k in saved)
 
     resumed = tmp_path / "resumed"
-    run([*common, "--output_dir", str(resumed), "--resume_from_checkpoint", str(full / "checkpoint-6")])
+    run_args([*common, "--output_dir", str(resumed), "--resume_from_checkpoint", str(full / "checkpoint-6")])
     second = results(resumed)
     for key in ("eval_accuracy", "eval_roc_auc", "eval_loss", "predict_roc_auc"):
         assert second[key] == pytest.approx(first[key], rel=1e-5), key
@@ -294,7 +298,7 @@ def test_deit_trained_end_to_end_from_a_json_config_and_a_saved_dataset(deit_dir
         "hold_out_validation": True, "train_val_split": 0.25, "max_train_samples": 64, "do_train": True,
         "do_eval": True, "do_predict": True, "output_dir": str(out),
         "disable_tqdm": True, "dataloader_pin_memory": False}))
-    run([str(config), "--seed", "7"])  # a JSON file of arguments, then flags that override it
+    run_args([str(config), "--seed", "7"])  # a JSON file of arguments, then flags that override it
     metrics = results(out)
     assert json.loads((out / "metrics.json").read_text())["arguments"]["seed"] == 7
     assert {"eval_accuracy", "eval_roc_auc", "predict_accuracy", "predict_roc_auc"} <= set(metrics)
@@ -318,7 +322,7 @@ def test_corrupt_image_is_named_before_training(vit_dir, image_folders, tmp_path
     args = ["--model_name_or_path", str(vit_dir), "--train_dir", str(train), "--validation_dir",
             str(image_folders["val"]), "--do_train", "--output_dir", str(out), *QUIET]
     with pytest.raises(DataFormatError, match=r"broken\.png.*(corrupt|unreadable)"):
-        run(args)
+        run_args(args)
     assert main(args) == 2
     assert "broken.png" in capsys.readouterr().err
     assert not list(out.glob("checkpoint-*"))
@@ -340,14 +344,14 @@ def test_bad_input_gets_one_clear_error(case, vit_dir, image_folders, tmp_path):
     elif case == "not_a_backbone":
         bert = tmp_path / "bert"
         AutoModel.from_config(encoder_config()).save_pretrained(bert)
-        error, pattern = ArgumentError, r"a bert model, not a ViT-family backbone"
+        error, pattern = InputError, r"a bert model, not a ViT-family backbone"
         args = ["--model_name_or_path", str(bert), "--train_dir", str(image_folders["train"])]
     elif case == "image_size":
-        error, pattern = ArgumentError, r"--image_size 30 is not a multiple of the patch size 8.*24 or 32"
+        error, pattern = InputError, r"--image_size 30 is not a multiple of the patch size 8.*24 or 32"
         args = ["--model_name_or_path", str(vit_dir), "--train_dir", str(image_folders["train"]),
                 "--image_size", "30"]
     elif case == "hold_out":
-        error, pattern = ArgumentError, r"--hold_out_validation takes validation data from the training data: drop " \
+        error, pattern = InputError, r"--hold_out_validation takes validation data from the training data: drop " \
                                         r"--validation_dir"
         args = ["--train_dir", str(image_folders["train"]), "--validation_dir", str(image_folders["val"]),
                 "--hold_out_validation"]
@@ -357,5 +361,5 @@ def test_bad_input_gets_one_clear_error(case, vit_dir, image_folders, tmp_path):
         np.savez(archive, train_images=np.zeros((4, 8, 8), np.uint8), train_labels=np.array([0, 1, 0, 1]))
         args = ["--train_file", str(archive), "--do_predict", "--image_size", "8"]
     with pytest.raises(error, match=pattern):
-        run([*args, *out])
+        run_args([*args, *out])
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").glob("checkpoint-*"))

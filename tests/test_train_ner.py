@@ -1,4 +1,4 @@
-"""scripts/train_ner.py (medheads.training.ner): the pure helpers on hand-worked cases, then whole runs of `main()` on a tiny
+"""scripts/train_ner.py (medheads.training.ner): the pure helpers on hand-worked cases, then whole runs of `run_args()` on a tiny
 random BERT and small slices of JNLPBA and NCBI-disease, and the errors a user gets for bad input."""
 
 from __future__ import annotations
@@ -16,16 +16,24 @@ from transformers.trainer_utils import EvalPrediction
 
 from medheads.data import DataFormatError
 from medheads.metrics import ner_metrics
+from medheads.errors import InputError
+from medheads.training.arguments import parse_args
 from medheads.training.ner import (
-    EncodedSplit, NerInputError, NerMetrics, NerSplit, align_labels, b_to_i_map, build_label_list, cli,
-    entity_type, first_token_positions, main, parse_hidden_layers, require_fast_tokenizer, type_confusion,
-    word_predictions,
+    ARGUMENT_CLASSES, EncodedSplit, NerMetrics, NerSplit, align_labels, b_to_i_map, build_label_list, entity_type,
+    first_token_positions, main, parse_hidden_layers, require_fast_tokenizer, run, type_confusion, word_predictions,
 )
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("MEDHEADS_DATA_DIR", REPO.parent / "shared" / "data"))
 JNLPBA = DATA / "jnlpba"
 NCBI = DATA / "ncbi-disease"
+
+
+def run_args(args, callbacks=None) -> dict:
+    """What `medheads train-ner ARGS` does, returning the metrics (input errors raise instead of exiting 2)."""
+    return run(*parse_args(ARGUMENT_CLASSES, args), callbacks=callbacks)
+
+
 needs_jnlpba = pytest.mark.skipif(not (JNLPBA / "train.tsv").is_file(),
                                   reason=f"JNLPBA not found in {JNLPBA} (set MEDHEADS_DATA_DIR to the shared data)")
 needs_ncbi = pytest.mark.skipif(not (NCBI / "test.tsv").is_file(),
@@ -53,7 +61,7 @@ def test_parse_hidden_layers():
     assert parse_hidden_layers([3, 4]) == [3, 4]
     assert parse_hidden_layers(4) == 4
     assert parse_hidden_layers("all", num_layers=3) == [0, 1, 2, 3]
-    with pytest.raises(NerInputError, match="not an integer"):
+    with pytest.raises(InputError, match="not an integer"):
         parse_hidden_layers("last")
 
 
@@ -122,7 +130,7 @@ def test_slow_tokenizer_is_refused():
     class Slow:
         is_fast = False
 
-    with pytest.raises(NerInputError, match="not a fast tokenizer"):
+    with pytest.raises(InputError, match="not a fast tokenizer"):
         require_fast_tokenizer(Slow(), "some/model")
 
 
@@ -180,7 +188,7 @@ def jnlpba_run(encoder_dir, tmp_path_factory):
         pytest.skip(f"JNLPBA not found in {JNLPBA} (set MEDHEADS_DATA_DIR to the shared data)")
     out = tmp_path_factory.mktemp("jnlpba") / "run"
     # devel.tsv doubles as the test split here (JNLPBA's test split is not in the shared data).
-    results = main(jnlpba_args(encoder_dir, out, "--test_file", str(JNLPBA / "devel.tsv"), "--max_predict_samples",
+    results = run_args(jnlpba_args(encoder_dir, out, "--test_file", str(JNLPBA / "devel.tsv"), "--max_predict_samples",
                                "16", "--do_predict", "--hidden_layers", "-1", "-2", "--layer_combination",
                                "scalar_mix"))
     return out, results
@@ -257,7 +265,7 @@ def test_output_dir_is_a_pipeline_folder(jnlpba_run):
 @needs_jnlpba
 def test_saved_model_is_detected_and_evaluated_again(jnlpba_run, tmp_path):
     out, results = jnlpba_run
-    again = main(["--model_name_or_path", str(out), "--validation_file", str(JNLPBA / "devel.tsv"),
+    again = run_args(["--model_name_or_path", str(out), "--validation_file", str(JNLPBA / "devel.tsv"),
                   "--max_eval_samples", "24", "--do_eval", "--output_dir", str(tmp_path / "eval_only"),
                   "--per_device_eval_batch_size", "32", "--use_cpu", "true", "--disable_tqdm", "true"])
     assert again["eval_f1"] == pytest.approx(results["eval_f1"])
@@ -282,14 +290,14 @@ class StepRecorder(TrainerCallback):
 
 @needs_jnlpba
 def test_interrupted_run_resumes_to_the_same_result(encoder_dir, tmp_path):
-    full = main(jnlpba_args(encoder_dir, tmp_path / "full"))
+    full = run_args(jnlpba_args(encoder_dir, tmp_path / "full"))
     interrupted = tmp_path / "interrupted"
     with pytest.raises(KeyboardInterrupt):
-        main(jnlpba_args(encoder_dir, interrupted), callbacks=[Crash()])
+        run_args(jnlpba_args(encoder_dir, interrupted), callbacks=[Crash()])
     assert [p.name for p in interrupted.glob("checkpoint-*")] == ["checkpoint-4"]
     assert not (interrupted / "all_results.json").exists()
     steps = StepRecorder()
-    resumed = main(jnlpba_args(encoder_dir, interrupted), callbacks=[steps])  # finds checkpoint-4 by itself
+    resumed = run_args(jnlpba_args(encoder_dir, interrupted), callbacks=[steps])  # finds checkpoint-4 by itself
     assert steps.steps == [5, 6, 7, 8]  # it resumed: the first epoch was not trained again
     state = json.loads((interrupted / "trainer_state.json").read_text())
     assert state["global_step"] == 8 and state["epoch"] == 2
@@ -348,7 +356,7 @@ def test_json_config_invocation(encoder_dir, tmp_path):
                   disable_tqdm=True, hidden_layers=[2], label_all_tokens=True)
     path = tmp_path / "args.json"
     path.write_text(json.dumps(config))
-    results = main([str(path)])
+    results = run_args([str(path)])
     all_results = json.loads((tmp_path / "ncbi" / "all_results.json").read_text())
     for key in ("eval_f1", "predict_f1", "predict_macro_f1", "predict_f1_Disease", "predict_precision_Disease"):
         assert key in all_results and all_results[key] == pytest.approx(results[key])
@@ -361,14 +369,10 @@ def test_json_config_invocation(encoder_dir, tmp_path):
     shipped_configs = sorted(p.name for p in (REPO / "configs").glob("ner_*.json"))
     assert {"ner_jnlpba.json", "ner_ncbi_disease.json"} <= set(shipped_configs)
     for name in shipped_configs:  # every shipped config parses
-        from medheads.training.ner import ModelArguments, NerDataArguments, NerTrainingArguments
-        from medheads.training.arguments import parse_args
-
         shipped = json.loads((REPO / "configs" / name).read_text())
         shipped["output_dir"] = str(tmp_path / "parsed")
         (tmp_path / name).write_text(json.dumps(shipped))
-        _, _, training_args = parse_args((ModelArguments, NerDataArguments, NerTrainingArguments),
-                                         [str(tmp_path / name)])
+        _, _, training_args = parse_args(ARGUMENT_CLASSES, [str(tmp_path / name)])
         assert training_args.metric_for_best_model == "f1" and training_args.greater_is_better
 
 
@@ -384,7 +388,7 @@ def test_dataset_folder_with_class_labels(encoder_dir, tmp_path):
     tags = [[1, 2, 0, 0, 0], [0, 0, 0, 1, 2, 0], [1, 2, 0, 0], [0, 0, 0, 0]]
     split = datasets.Dataset.from_dict({"tokens": words * 4, "ner_tags": tags * 4}, features=features)
     datasets.DatasetDict({"train": split, "validation": split.select(range(4))}).save_to_disk(tmp_path / "ds")
-    results = main(["--model_name_or_path", str(encoder_dir), "--dataset_name", str(tmp_path / "ds"),
+    results = run_args(["--model_name_or_path", str(encoder_dir), "--dataset_name", str(tmp_path / "ds"),
                     "--output_dir", str(tmp_path / "out"), "--do_train", "--num_train_epochs", "4", *FAST, *FAST_LR,
                     "--per_device_train_batch_size", "4"])
     _, gold, pred = read_predictions(tmp_path / "out" / "validation_predictions.tsv")
@@ -414,14 +418,14 @@ def base_args(encoder_dir, tmp_path, train, validation):
 def test_malformed_conll_line_names_file_and_line(encoder_dir, tmp_path):
     train = write(tmp_path / "train.tsv", GOOD + "\nlung\tB-Disease\textra\n")
     with pytest.raises(DataFormatError, match=rf"{train}:8: expected 2 columns"):
-        main(base_args(encoder_dir, tmp_path, train, write(tmp_path / "dev.tsv", GOOD)))
+        run_args(base_args(encoder_dir, tmp_path, train, write(tmp_path / "dev.tsv", GOOD)))
     assert not (tmp_path / "out").exists()
 
 
 def test_unknown_label_at_evaluation_names_file_line_and_label(encoder_dir, tmp_path):
     dev = write(tmp_path / "dev.tsv", GOOD + "\nhepatitis\tB-Virus\nb\tI-Virus\n")
     with pytest.raises(DataFormatError) as error:
-        main(base_args(encoder_dir, tmp_path, write(tmp_path / "train.tsv", GOOD), dev))
+        run_args(base_args(encoder_dir, tmp_path, write(tmp_path / "train.tsv", GOOD), dev))
     message = str(error.value)
     assert f"{dev}:8:" in message and "'B-Virus'" in message and "I-Virus" in message and "hepatitis" in message
     assert not (tmp_path / "out").exists()
@@ -433,32 +437,30 @@ def test_non_encoder_model_path(tmp_path, encoder_dir):
     train = write(tmp_path / "train.tsv", GOOD)
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(NerInputError, match="is not a model"):
-        main(base_args(empty, tmp_path, train, train))
+    with pytest.raises(InputError, match="is not a model"):
+        run_args(base_args(empty, tmp_path, train, train))
     vit = tmp_path / "vit"
     backbone_config("vit").save_pretrained(vit)
-    with pytest.raises(NerInputError, match="is not a text encoder: its config has no vocab_size"):
-        main(base_args(vit, tmp_path, train, train))
-    with pytest.raises(NerInputError, match="out of range"):
-        main(base_args(encoder_dir, tmp_path, train, train) + ["--hidden_layers", "9"])
+    with pytest.raises(InputError, match="is not a text encoder: its config has no vocab_size"):
+        run_args(base_args(vit, tmp_path, train, train))
+    with pytest.raises(InputError, match="out of range"):
+        run_args(base_args(encoder_dir, tmp_path, train, train) + ["--hidden_layers", "9"])
 
 
 def test_cli_prints_one_line_and_exits_2(encoder_dir, tmp_path, capsys):
     train = write(tmp_path / "train.tsv", GOOD)
     args = base_args(encoder_dir, tmp_path, train, tmp_path / "missing.tsv")
-    assert cli(args) == 2
+    assert main(args) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1].startswith("train_ner.py: error: --validation_file") and "no such file" in err[-1]
+    assert len(err) == 1 and err[0].startswith("medheads train-ner: error: --validation_file") and "no such file" in err[-1]
     assert "Traceback" not in "\n".join(err)
     no_validation = args[:4] + args[6:]
-    assert cli(no_validation) == 2
+    assert main(no_validation) == 2
     assert "needs --validation_file" in capsys.readouterr().err
 
 
 def test_help_exits_0(capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        main(["--help"])
-    assert exit_info.value.code == 0
+    assert main(["--help"]) == 0
     text = capsys.readouterr().out
     for flag in ("--hidden_layers", "--layer_combination", "--label_all_tokens", "--text_column_name",
                  "--dataset_name", "--max_seq_length", "--metric_for_best_model", "--resume_from_checkpoint",

@@ -18,8 +18,10 @@ from tiny import encoder_config, make_tokenizer
 from transformers import AutoModel
 
 from medheads.data import DataFormatError
+from medheads.errors import InputError
+from medheads.training.arguments import parse_args
 from medheads.training.text_classification import (
-    InputError, TextDataArguments, load_splits, main, make_compute_metrics, parse_head_sizes, prepare_labels,
+    ARGUMENT_CLASSES, TextDataArguments, load_splits, make_compute_metrics, parse_head_sizes, prepare_labels, run,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -27,6 +29,13 @@ SCRIPT = REPO / "scripts" / "train_text_classifier.py"
 DATA = Path(os.environ.get("MEDHEADS_DATA_DIR", REPO.parent / "shared" / "data"))
 ROCO = DATA / "rocov2" / "rocov2_valid.csv"
 MTS = DATA / "mtsamples" / "mtsamples_6class.csv"
+
+
+def run_args(args) -> dict:
+    """What `medheads train-text ARGS` does, returning the metrics (input errors raise instead of exiting 2)."""
+    return run(*parse_args(ARGUMENT_CLASSES, args))
+
+
 needs_data = pytest.mark.skipif(not (ROCO.is_file() and MTS.is_file()), reason=f"real data not found under {DATA}")
 
 
@@ -140,7 +149,7 @@ def test_multilabel_rocov2_end_to_end(encoder_dir, roco_slice, tmp_path):
     from transformers import pipeline
 
     out = tmp_path / "out"
-    metrics = main(common(encoder_dir, out, tmp_path / "cache") + [
+    metrics = run_args(common(encoder_dir, out, tmp_path / "cache") + [
         "--train_file", str(roco_slice), "--text_column_name", "caption", "--label_column_name", "cuis_manual",
         "--problem_type", "multi_label_classification", "--validation_split_percentage", "20",
         "--test_split_percentage", "20", "--do_train", "--do_eval", "--do_predict", "--threshold_min_positives", "3"])
@@ -187,7 +196,7 @@ def test_multilabel_rocov2_end_to_end(encoder_dir, roco_slice, tmp_path):
         assert {labels[j] for j in np.flatnonzero(row_scores >= thresholds)} == predicted[i]
 
     # a saved model is a valid --model_name_or_path: evaluating it again gives the same numbers, stored thresholds kept
-    again = main(common(out, tmp_path / "again", tmp_path / "cache") + [
+    again = run_args(common(out, tmp_path / "again", tmp_path / "cache") + [
         "--train_file", str(roco_slice), "--text_column_name", "caption", "--label_column_name", "cuis_manual",
         "--validation_split_percentage", "20", "--test_split_percentage", "20", "--do_eval", "--do_predict"])
     for key in ("eval_micro_f1", "eval_subset_accuracy", "predict_micro_f1", "predict_macro_f1"):
@@ -205,7 +214,7 @@ def test_multiclass_mtsamples_from_json_config(encoder_dir, mts_slice, tmp_path)
         "max_chunk_length": 64, "head_hidden_sizes": "", "num_train_epochs": 2, "learning_rate": 0.01,
         "output_dir": str(out), "feature_cache_dir": str(tmp_path / "cache"), "disable_tqdm": True,
         "dataloader_pin_memory": False}))
-    metrics = main([str(config), "--model_name_or_path", str(encoder_dir)])
+    metrics = run_args([str(config), "--model_name_or_path", str(encoder_dir)])
     results = json.loads((out / "all_results.json").read_text())
     assert {"eval_accuracy", "eval_weighted_f1", "eval_macro_f1"} <= set(results)
     assert results["eval_samples"] == 30 and metrics["train_samples"] == 80
@@ -234,7 +243,7 @@ def test_feature_cache_gives_the_same_training_as_the_frozen_encoder(encoder_dir
     def run(flag, name):
         out = tmp_path / name
         extra = ["--min_label_count", "5"] if name == "fewer_labels" else []
-        main(common(encoder_dir, out, tmp_path / "cache", epochs=2) + extra + [
+        run_args(common(encoder_dir, out, tmp_path / "cache", epochs=2) + extra + [
             "--train_file", str(roco_slice), "--text_column_name", "caption", "--label_column_name", "cuis_manual",
             "--max_train_samples", "64", "--do_train", "--do_eval", "--logging_steps", "1",
             "--use_feature_cache", flag])
@@ -262,13 +271,13 @@ def test_resume_from_checkpoint_reaches_the_same_result(encoder_dir, roco_slice,
             "--max_train_samples", "64", "--do_train", "--do_eval", "--save_total_limit", "4",
             "--load_best_model_at_end", "false"]  # the final model is the last epoch's: it depends on the resumed part
     full = tmp_path / "full"
-    main(common(encoder_dir, full, tmp_path / "cache", epochs=4) + args)
+    run_args(common(encoder_dir, full, tmp_path / "cache", epochs=4) + args)
     checkpoints = sorted(full.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
     assert len(checkpoints) == 4
     resumed = tmp_path / "resumed"
     resumed.mkdir()
     shutil.copytree(checkpoints[1], resumed / checkpoints[1].name)  # as if stopped after epoch 2
-    main(common(encoder_dir, resumed, tmp_path / "cache", epochs=4) + args)
+    run_args(common(encoder_dir, resumed, tmp_path / "cache", epochs=4) + args)
     first, second = (json.loads((d / "all_results.json").read_text()) for d in (full, resumed))
     for key in ("eval_loss", "eval_micro_f1", "eval_macro_f1"):
         assert second[key] == pytest.approx(first[key], rel=1e-5), key
@@ -281,7 +290,7 @@ def test_resume_from_checkpoint_reaches_the_same_result(encoder_dir, roco_slice,
 
 def fails_before_training(args, out: Path, match: str):
     with pytest.raises((InputError, DataFormatError)) as error:
-        main(args)
+        run_args(args)
     message = str(error.value)
     assert match in message, message
     assert not list(out.glob("checkpoint-*")) and not (out / "all_results.json").exists()
@@ -330,7 +339,7 @@ def test_empty_texts_error_names_lines_or_are_dropped(encoder_dir, tmp_path):
         "--validation_split_percentage", "20"]
     message = fails_before_training(args, tmp_path / "o", "2 rows have empty text")
     assert "lines 3, 5" in message and "--drop_empty_texts" in message
-    metrics = main(args + ["--drop_empty_texts", "--num_train_epochs", "1"])
+    metrics = run_args(args + ["--drop_empty_texts", "--num_train_epochs", "1"])
     assert metrics["train_samples"] == 10 and metrics["eval_samples"] == 2
 
 
@@ -353,9 +362,6 @@ def test_model_path_that_is_not_an_encoder(encoder_dir, tmp_path):
 
 @pytest.mark.parametrize("name", ["text_mtsamples.json", "text_rocov2_cuis_manual.json", "text_rocov2_cuis20.json"])
 def test_example_configs_parse_and_point_at_the_data(name):
-    from medheads.training.text_classification import ARGUMENT_CLASSES
-    from medheads.training.arguments import parse_args
-
     model_args, data_args, training_args = parse_args(ARGUMENT_CLASSES, [str(REPO / "configs" / name)])
     assert model_args.model_name_or_path and training_args.do_train and training_args.output_dir.startswith("outputs/")
     assert (REPO / data_args.train_file).resolve().name in ("mtsamples_6class.csv", "rocov2_valid.csv")

@@ -1,8 +1,8 @@
 """Model cards for trained medheads models: a model folder + its run summary -> Hub card metadata and template values.
 
-The training scripts write ``metrics.json`` (:func:`medheads.training.write_run_summary`): ``script``, ``arguments``
-(every model / data / training argument), ``metrics`` (``train_*``, ``eval_*``, ``predict_*``, per label / entity
-type ``eval_f1_<label>``, ...) and ``plots`` (png file names in the folder). :func:`card_context` reads it with the
+The training commands write ``metrics.json`` (:func:`medheads.training.common.write_run_summary`): ``script``,
+``arguments`` (every model / data / training argument), ``metrics`` (``train_*``, ``eval_*``, ``predict_*``, per
+label / entity type ``eval_f1_<label>``, ...) and ``plots`` (png file names in the folder). :func:`card_context` reads it with the
 folder's ``config.json`` (how the head reads the encoder) and returns
 
 * a ``huggingface_hub.ModelCardData``: ``library_name: transformers``, ``pipeline_tag``, ``tags`` (``custom_code``,
@@ -12,7 +12,7 @@ folder's ``config.json`` (how the head reads the encoder) and returns
 * the variables of the Jinja templates ``model_cards/<model_type>.md``: model and head description, pinned usage,
   training data and hyperparameters, results tables, plots, limitations, BibTeX.
 
-``medheads.publishing.build_model_card`` renders them with ``ModelCard.from_template``. A run summary that lacks
+``medheads.hub.publishing.build_model_card`` renders them with ``ModelCard.from_template``. A run summary that lacks
 what the card needs (the arguments, evaluation metrics, a listed plot) is ONE :class:`CardError` naming the field
 and the file and saying what to re-run. Never imported by modeling files.
 """
@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from ..metrics import metric_key
-from .publishing import CONFIG_NAME, PIPELINE_TAGS, SAFE_INDEX, SAFE_WEIGHTS, PublishError
+from .constants import CARD_TAGS, CONFIG_NAME, PIPELINE_TAGS, SAFE_INDEX, SAFE_WEIGHTS, PublishError
 
 __all__ = [
     "CardError", "DatasetInfo", "DATASETS", "KNOWN_ENCODERS", "RUN_SUMMARY", "REQUIRES_RUN_SUMMARY",
@@ -45,7 +45,6 @@ RUN_SUMMARY = "metrics.json"
 #: A template containing this text (in a Jinja comment) is only rendered with a run summary; without one,
 #: ``build_model_card`` falls back to the generic card.
 REQUIRES_RUN_SUMMARY = "medheads-card: requires metrics.json"
-CARD_TAGS = ("custom_code", "medical", "medheads")
 DEFAULT_LICENSE = "apache-2.0"
 SPLIT_OF_PREFIX = {"eval": "validation", "predict": "test"}
 

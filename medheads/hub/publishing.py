@@ -12,7 +12,7 @@ Steps (each a public function, so tests and notebooks can call them alone):
    checkpoints, optimizer/scheduler states, ``training_args.bin``, pickles, data, tokens), scrub absolute
    machine paths from the JSON files, write the model card (``README.md``) and the plots it references.
 3. :func:`push_staged` - ``HfApi.create_repo(exist_ok=True)`` + ``upload_folder``; network/HTTP/token
-   failures become one :class:`PublishError` that says where the (intact) staged folder is.
+   failures become one :class:`PushError` that says where the (intact) staged folder is.
 
 :func:`build_model_card` renders ``model_cards/<model_type>.md`` (a Jinja template, as
 ``ModelCard.from_template`` uses) or, if there is none, ``model_cards/generic.md``; the templates ship in the
@@ -31,25 +31,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..command_line import parse_args as parse_command_line
+from ..command_line import run_command
+from . import cards
+from .constants import (
+    CARD_TAGS, CONFIG_NAME, PIPELINE_TAGS, SAFE_INDEX, SAFE_WEIGHTS, TEMPLATES_DIR, PublishError, PushError,
+)
+
 __all__ = [
     "PublishError", "PushError", "PublishArguments", "StagedRepo", "validate_model_dir", "build_model_card", "stage_model",
-    "push_staged", "publish", "main", "TEMPLATES_DIR",
+    "push_staged", "publish", "parse_args", "main", "TEMPLATES_DIR",
 ]
 
-def _templates_dir() -> Path:
-    """The model-card templates: the top-level `model_cards/` folder, installed as the package data
-    `medheads.model_cards` (pyproject maps it), so a wheel carries them as a checkout does."""
-    from importlib.resources import files
-
-    return Path(str(files("medheads.model_cards")))
-
-
-#: Where the model-card templates live, in a checkout and in an installed wheel alike.
-TEMPLATES_DIR = _templates_dir()
-
-CONFIG_NAME = "config.json"
-SAFE_WEIGHTS = "model.safetensors"
-SAFE_INDEX = "model.safetensors.index.json"
+PROG = "medheads publish"
 TOKENIZER_FILES = (
     "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt", "merges.txt", "vocab.json",
     "added_tokens.json",
@@ -66,32 +60,13 @@ SCRUBBED_JSON = (CONFIG_NAME, "tokenizer_config.json", "special_tokens_map.json"
 UNSAFE_WEIGHT_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack")
 #: Trainer by-products with those suffixes that are not model weights.
 TRAINER_STATE_FILES = ("training_args.bin", "optimizer.pt", "scheduler.pt", "scaler.pt", "rng_state.pth")
-#: auto_map key -> pipeline task.
-PIPELINE_TAGS = {
-    "AutoModelForTokenClassification": "token-classification",
-    "AutoModelForSequenceClassification": "text-classification",
-    "AutoModelForImageClassification": "image-classification",
-}
 IMAGE_TASKS = {"image-classification"}
-CARD_TAGS = ["custom_code", "medical", "medheads"]
 
 _NAME_OR_PATH_KEYS = {"_name_or_path", "name_or_path"}
 _SKIP_SCRUB_KEYS = {"added_tokens_decoder", "content"}  # tokenizer_config.json: token text, not paths
 _WINDOWS_ABS = re.compile(r"^[A-Za-z]:[\\/]")
 _IMAGE_REF = re.compile(r"""!\[[^\]]*\]\(\s*<?([^)\s>]+\.png)>?(?:\s+"[^"]*")?\s*\)|src\s*=\s*["']([^"']+\.png)["']""",
                         re.IGNORECASE)
-
-
-class PublishError(Exception):
-    """A problem with the inputs the user must fix; the message says what and how (CLI exit code 2)."""
-
-    exit_code = 2
-
-
-class PushError(PublishError):
-    """The upload failed (network, HTTP, token); the staged folder is left intact (CLI exit code 1)."""
-
-    exit_code = 1
 
 
 # --------------------------------------------------------------------------------------------------- validation
@@ -326,15 +301,14 @@ def build_model_card(model_dir: str | os.PathLike, repo_id: str, revision: str |
 
     A ``.png`` the rendered card references (``![..](x.png)`` or ``src="x.png"``) is staged with it.
 
-    When ``metrics.json`` is a training script's run summary, :func:`medheads.cards.card_context` supplies the
+    When ``metrics.json`` is a training script's run summary, :func:`medheads.hub.cards.card_context` supplies the
     card data (datasets, license, model-index, widget, ...) and the further variables of the model templates;
-    a run summary lacking what the card needs raises :class:`medheads.cards.CardError`. Without one (a model
-    saved by hand), a template marked as needing it (``medheads.cards.REQUIRES_RUN_SUMMARY``) is replaced by
+    a run summary lacking what the card needs raises :class:`medheads.hub.cards.CardError`. Without one (a model
+    saved by hand), a template marked as needing it (``medheads.hub.cards.REQUIRES_RUN_SUMMARY``) is replaced by
     the generic card, with a warning.
     """
     from huggingface_hub import ModelCard, ModelCardData
 
-    from . import cards
 
     model_dir = Path(model_dir)
     config = _read_json(model_dir / CONFIG_NAME)
@@ -609,30 +583,25 @@ def publish(args: PublishArguments, out=None) -> dict:
     return summary
 
 
-def parse_args(argv: list[str] | None = None) -> PublishArguments:
-    """Like transformers' examples: a single ``.json`` argument is a file of arguments, else CLI flags."""
-    from transformers import HfArgumentParser
-
-    parser = HfArgumentParser(PublishArguments, description="Stage a trained medheads model folder as a clean Hub "
-                                                            "repository (allow-list, scrubbed paths, model card) "
-                                                            "and push it.")
-    argv = sys.argv[1:] if argv is None else list(argv)
-    if len(argv) == 1 and argv[0].endswith(".json"):
-        (args,) = parser.parse_json_file(json_file=os.path.abspath(argv[0]))
-    else:
-        (args,) = parser.parse_args_into_dataclasses(args=argv)
+def parse_args(argv: list[str] | None = None, prog: str = PROG) -> PublishArguments:
+    """Flags, or a ``.json`` file of arguments first (flags after it override it), read by the contract every
+    ``medheads`` command shares (``medheads.command_line``): any problem is one :class:`PublishError`-style
+    ``InputError``."""
+    (args,) = parse_command_line((PublishArguments,), argv, prog=prog,
+                                 description="Stage a trained medheads model folder as a clean Hub repository "
+                                             "(allow-list, scrubbed paths, model card) and push it.")
     return args
 
 
-def main(argv: list[str] | None = None, prog: str | None = None) -> int:
-    """CLI entry point: 0 on success, 2 for a problem with the inputs, 1 when the push failed."""
-    args = parse_args(argv)
+def main(argv: list[str] | None = None, prog: str = PROG) -> int:
+    """``medheads publish ARGS``: 0 on success; 2 (one ``PROG: error:`` line) for a problem with the inputs, found
+    before anything is uploaded; 1 when the push itself failed (the message says where the staged folder is)."""
+
     try:
-        publish(args)
-    except PublishError as e:
-        print(f"{prog or 'publish.py'}: error: {e}", file=sys.stderr)
-        return e.exit_code
-    return 0
+        return run_command(lambda: publish(parse_args(argv, prog)), prog)
+    except PushError as error:
+        print(f"{prog}: error: {error}", file=sys.stderr)
+        return error.exit_code
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,26 +1,56 @@
 """The arguments every training command shares, and the one way they are read.
 
 Like transformers' `examples/pytorch/*/run_*.py`: `HfArgumentParser` over dataclasses (`--help`), every
-`TrainingArguments` flag, and a JSON file of arguments that flags after it override.
+`TrainingArguments` flag, and a JSON file of arguments that flags after it override. The parsing itself is
+`medheads.command_line` (shared with `medheads publish`): unknown flags and JSON keys, bad values and missing required
+flags are one `InputError` with the closest valid name suggested.
+
+`ModelArguments` holds what every command needs to load a model (path, revision, token, cache, remote code); each task
+module subclasses it with the options of its head only, so `--help` of one command never lists another's.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from transformers import HfArgumentParser, TrainingArguments
+from transformers import TrainingArguments
+
+from ..command_line import json_to_flags
+from ..command_line import parse_args as _parse_command_line
+from ..errors import InputError
+
+
+@dataclass
+class ModelArguments:
+    """Which model to start from, and how to load it (Hub revision, token, cache, remote code)."""
+
+    model_name_or_path: str = field(metadata={"help": (
+        "A pretrained encoder or backbone (folder or Hub id) to put a new head on, or a saved medheads model folder "
+        "of the same kind to continue training / evaluate (detected by its config's model_type).")})
+    cache_dir: str | None = field(default=None, metadata={"help": "Where Hub downloads (models, datasets) are "
+                                                                  "stored."})
+    model_revision: str = field(default="main", metadata={"help": "Hub revision (branch, tag or commit) to load."})
+    token: str | None = field(default=None, metadata={"help": "Hub token for private models (default: the saved "
+                                                              "login); never written to metrics.json."})
+    trust_remote_code: bool = field(default=False, metadata={"help": (
+        "Allow an encoder or backbone whose code lives with the checkpoint (passed to its config, model, tokenizer "
+        "and processor loading).")})
+
+    def hub_kwargs(self) -> dict:
+        """The keyword arguments of every `from_pretrained` call of the run."""
+        return {"cache_dir": self.cache_dir, "revision": self.model_revision, "token": self.token,
+                "trust_remote_code": self.trust_remote_code}
 
 
 @dataclass
 class MedheadsTrainingArguments(TrainingArguments):
     """`TrainingArguments` with defaults that suit head training: evaluate and save every epoch, keep the best
-    checkpoint (by the script's main metric) and restore it at the end, log often, report to no tracker."""
+    checkpoint (by the script's main metric) and restore it at the end, log often, report to no tracker.
+    `--output_dir` is required: a run never writes into a default folder it was not told about."""
 
-    output_dir: str | None = field(default=None, metadata={"help": "Where the model, metrics and plots are written."})
+    output_dir: str | None = field(default=None, metadata={
+        "required": True, "help": "Where the model, metrics and plots are written (required)."})
     eval_strategy: str = field(default="epoch", metadata={"help": "When to evaluate: no, steps, epoch."})
     save_strategy: str = field(default="epoch", metadata={"help": "When to save a checkpoint: no, steps, epoch, best."})
     load_best_model_at_end: bool = field(default=True, metadata={"help": "Restore the best checkpoint at the end."})
@@ -30,6 +60,12 @@ class MedheadsTrainingArguments(TrainingArguments):
     overwrite_output_dir: bool = field(
         default=False, metadata={"help": "Start afresh even if output_dir holds checkpoints (else resume from them)."}
     )
+
+    def __post_init__(self):
+        if not self.output_dir:  # TrainingArguments would fall back to ./trainer_output
+            raise InputError("--output_dir is required: pass the folder the model, metrics and plots go to "
+                             "(e.g. --output_dir outputs/my-run)")
+        super().__post_init__()
 
 
 @dataclass
@@ -45,41 +81,12 @@ class DataArguments:
     max_predict_samples: int | None = field(default=None, metadata={"help": "Keep only the first N test examples."})
 
 
-def json_to_flags(path: str | os.PathLike) -> list[str]:
-    """The command-line flags a JSON argument file stands for (`{"num_train_epochs": 3}` -> `--num_train_epochs 3`),
-    so flags given after the file can override its values."""
-    try:
-        values = json.loads(Path(path).read_text())
-    except OSError as error:
-        raise ValueError(f"argument file {path} cannot be read: {error.strerror or error}") from None
-    except json.JSONDecodeError as error:
-        raise ValueError(f"argument file {path} is not valid JSON: {error}") from None
-    if not isinstance(values, dict):
-        raise ValueError(f"argument file {path} must hold one JSON object of argument names and values")
-    flags: list[str] = []
-    for key, value in values.items():
-        if value is None:
-            continue
-        if isinstance(value, (list, tuple)):
-            flags += [f"--{key}", *(str(item) for item in value)]
-        else:  # `--key=value`: a value like "-1,-2" must not be read as a flag
-            text = str(value).lower() if isinstance(value, bool) else json.dumps(value) if isinstance(value, dict) \
-                else str(value)
-            flags.append(f"--{key}={text}")
-    return flags
-
-
-def parse_args(dataclass_types: tuple, args: list[str] | None = None):
+def parse_args(dataclass_types: tuple, args: Sequence[str] | None = None, prog: str | None = None,
+               description: str | None = None):
     """Parse command-line flags into the given dataclasses. A first argument ending in `.json` is a file of
-    arguments; flags after it override its values (`configs/ner_jnlpba.json --num_train_epochs 1`)."""
-    parser = HfArgumentParser(dataclass_types)
-    args = sys.argv[1:] if args is None else [str(arg) for arg in args]
-    if args and args[0].endswith(".json") and not args[0].startswith("-"):
-        try:
-            args = json_to_flags(args[0]) + args[1:]
-        except ValueError as error:
-            parser.error(str(error))
-    return parser.parse_args_into_dataclasses(args=args)
+    arguments; flags after it override its values (`configs/ner_jnlpba.json --num_train_epochs 1`). Any problem is
+    one `medheads.errors.InputError`."""
+    return _parse_command_line(dataclass_types, args, prog=prog, description=description)
 
 
-__all__ = ["MedheadsTrainingArguments", "DataArguments", "json_to_flags", "parse_args"]
+__all__ = ["ModelArguments", "MedheadsTrainingArguments", "DataArguments", "json_to_flags", "parse_args"]

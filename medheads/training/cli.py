@@ -4,8 +4,14 @@
     medheads train-text --help
     medheads publish --model_dir outputs/ner --repo_id org/name --dry_run
 
-Each subcommand is a module's `main(argv) -> int`; the table below is the only place a command is named, so a new
-subcommand is one line here. Modules are imported only when their command runs, so `medheads --help` is instant.
+Each subcommand is a module's `main(argv, prog) -> int`; the table below is the only place a command is named, so a
+new subcommand is one line here. Modules are imported only when their command runs, so `medheads --help` is instant.
+
+Every subcommand keeps one contract (`medheads.command_line`): `--help`; flags or a JSON file of arguments first
+(flags after it override it); an input error - unknown flag or JSON key (with the closest valid name), bad value,
+missing `--output_dir`, unusable data or model path - is ONE line `medheads <command>: error: ...` on stderr and exit
+status 2, before any model is loaded. `medheads publish` exits 1 when the upload itself fails (the staged folder is
+kept). `scripts/*.py` call `main` with their command name, so they behave identically.
 """
 
 from __future__ import annotations
@@ -18,9 +24,9 @@ PROG = "medheads"
 
 #: command -> (module, function, one-line help)
 COMMANDS: dict[str, tuple[str, str, str]] = {
-    "train-ner": ("medheads.training.ner", "cli",
+    "train-ner": ("medheads.training.ner", "main",
                   "train a HiddenLayerTokenClassifier (NER on one hidden layer or a mix of layers)"),
-    "train-text": ("medheads.training.text_classification", "cli",
+    "train-text": ("medheads.training.text_classification", "main",
                    "train a FrozenEncoderMultiLabel (multi-label or multi-class text classification)"),
     "train-image": ("medheads.training.image_classification", "main",
                     "train a ViTPatchClassifier (chest X-ray and other image classification)"),

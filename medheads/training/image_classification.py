@@ -1,7 +1,7 @@
 """Train and evaluate a `ViTPatchClassifier`: the logic behind `scripts/train_image_classifier.py`.
 
 Modelled on transformers' `examples/pytorch/image-classification/run_image_classification.py`: `HfArgumentParser`
-over `ModelArguments`, `ImageDataArguments` and `MedheadsTrainingArguments` (`--help`, or one JSON file of arguments),
+over `ImageModelArguments`, `ImageDataArguments` and `MedheadsTrainingArguments` (`--help`, or one JSON file of arguments),
 `Trainer`, and `trainer.save_metrics` writing `all_results.json`. On top of that:
 
 * data from a `datasets` image dataset (Hub id or `load_from_disk` folder), `root/<class>/<image>` folders, or an
@@ -9,10 +9,10 @@ over `ModelArguments`, `ImageDataArguments` and `MedheadsTrainingArguments` (`--
 * three ways to get a model: a pretrained ViT-family backbone (`--model_name_or_path`), a saved `ViTPatchClassifier`
   to continue from, or a new random ViT sized by `--vit_hidden_size`, `--vit_layers`, `--vit_heads`, `--patch_size`
   (or `--backbone_config_json`, or `--from_scratch` with a backbone's architecture);
-* a frozen backbone trains the head on cached token features (`medheads.features.cached_features`); an unfrozen one
-  trains end to end, optionally with PIL-only augmentation (no torchvision);
+* a frozen backbone trains the head on cached token features (`medheads.training.features.cached_features`); an
+  unfrozen one trains end to end, optionally with PIL-only augmentation (no torchvision);
 * class-balanced batches (`--balance sampler`) or a class-weighted loss (`--balance loss`);
-* every input problem is reported once, before training, as an `ArgumentError` or `DataFormatError`.
+* every input problem is reported once, before training, as an `InputError` (or its `DataFormatError`).
 
 The output folder is a complete `image-classification` pipeline folder (model + remote code + image processor) with
 `all_results.json`, `metrics.json`, `classification_report.txt` and plots. Never imported by modeling files.
@@ -36,18 +36,22 @@ from tqdm.auto import tqdm
 from transformers import AutoConfig, PreTrainedConfig, Trainer, set_seed
 
 from .. import ViTPatchClassifier, ViTPatchClassifierConfig
+from ..command_line import explicit_keys
 from ..models.configuration_vit_patch_classifier import HEADS
 from ..data import DataFormatError, load_training_image, read_image_folder, read_image_table, read_npz_images
+from ..errors import InputError
 from .features import cached_features
-from ..metrics import classification_metrics, metric_key, multilabel_metrics
-from .arguments import DataArguments, MedheadsTrainingArguments, json_to_flags, parse_args
+from ..metrics import classification_metrics, metric_key, multilabel_metrics, sigmoid, softmax
+from .arguments import DataArguments, MedheadsTrainingArguments, ModelArguments
 from .common import (
-    dataclass_dict, exit_on_input_error, resume_checkpoint, save_split_metrics, setup_logging, write_run_summary,
+    dataclass_dict, load_dataset_dict, resume_checkpoint, run_training_command, save_split_metrics, setup_logging,
+    write_run_summary,
 )
 
 logger = logging.getLogger("medheads")
 
 SCRIPT = "train_image_classifier.py"
+PROG = "medheads train-image"
 SPLITS = ("train", "validation", "test")
 VALIDATION_SPLIT_NAMES = ("validation", "val", "valid", "dev")
 TEST_SPLIT_NAMES = ("test",)
@@ -64,17 +68,13 @@ IMAGE_READER = "medheads.models.image_loading/1"
 UNTUNED = "threshold_05"  # infix of multi-label metrics at the default 0.5 threshold: eval_threshold_05_micro_f1
 
 
-class ArgumentError(ValueError):
-    """The arguments do not fit together (the message names the flags and what to do)."""
-
-
 # --------------------------------------------------------------------------------------------------------------------
 # Arguments
 # --------------------------------------------------------------------------------------------------------------------
 
 
 @dataclass
-class ModelArguments:
+class ImageModelArguments(ModelArguments):
     """Which model to train: a pretrained backbone, a saved medheads model, or a new random ViT."""
 
     model_name_or_path: str | None = field(default=None, metadata={"help": (
@@ -109,10 +109,6 @@ class ModelArguments:
         "True when the backbone is frozen and --augment is off.")})
     feature_cache_dir: str | None = field(default=None, metadata={"help": (
         "Where cached features go (default $MEDHEADS_FEATURE_CACHE or the datasets cache).")})
-    cache_dir: str | None = field(default=None, metadata={"help": "Where Hub downloads are stored."})
-    model_revision: str = field(default="main", metadata={"help": "Hub branch, tag or commit of the model."})
-    token: str | None = field(default=None, metadata={"help": "Hub token (default: the saved login)."})
-    trust_remote_code: bool = field(default=False, metadata={"help": "Allow a backbone with custom code."})
 
 
 @dataclass
@@ -173,82 +169,66 @@ class ImageDataArguments(DataArguments):
             return None
         names = [name.strip() for name in self.class_names.split(",")]
         if any(not name for name in names) or len(set(names)) != len(names):
-            raise ArgumentError(f"--class_names {self.class_names!r} must be distinct, non-empty, comma-separated.")
+            raise InputError(f"--class_names {self.class_names!r} must be distinct, non-empty, comma-separated.")
         return names
 
 
-def explicit_keys(args: Sequence[str] | None) -> set[str]:
-    """The argument names the user gave (on the command line or in the JSON file), so defaults can depend on them."""
-    args = sys.argv[1:] if args is None else [str(arg) for arg in args]
-    if args and args[0].endswith(".json") and not args[0].startswith("-"):
-        try:
-            args = json_to_flags(args[0]) + args[1:]
-        except ValueError:
-            return set()  # parse_args reports the unreadable file
-    keys = set()
-    for arg in map(str, args):
-        if arg.startswith("--"):
-            name = arg[2:].split("=", 1)[0].replace("-", "_")
-            keys.add(name[3:] if name.startswith("no_") else name)
-    return keys
-
-
-def check_arguments(model_args: ModelArguments, data_args: ImageDataArguments, training_args) -> None:
+def check_arguments(model_args: ImageModelArguments, data_args: ImageDataArguments, training_args) -> None:
     """Flag combinations that cannot work, reported before anything is loaded."""
     sources = [name for name in ("dataset_name", "train_dir", "train_file") if getattr(data_args, name)]
     if training_args.do_train and not sources:
-        raise ArgumentError("No training data: pass --dataset_name, --train_dir (root/<class>/<image>) or "
+        raise InputError("No training data: pass --dataset_name, --train_dir (root/<class>/<image>) or "
                             "--train_file (an .npz archive, or a CSV / TSV / JSON-lines table of image paths and "
                             "labels).")
     if len(sources) > 1:
-        raise ArgumentError(f"Pass one training source, not {' and '.join('--' + s for s in sources)}.")
+        raise InputError(f"Pass one training source, not {' and '.join('--' + s for s in sources)}.")
     for name in ("train_file", "validation_file", "test_file"):
         path = getattr(data_args, name)
         if path and not str(path).lower().endswith((".npz", *TABLE_EXTENSIONS)):
-            raise ArgumentError(f"--{name} {path}: expected an .npz archive (<split>_images/<split>_labels arrays) or "
+            raise InputError(f"--{name} {path}: expected an .npz archive (<split>_images/<split>_labels arrays) or "
                                 f"a table of image paths and labels ({', '.join(TABLE_EXTENSIONS)}); use --train_dir "
                                 "for image folders or --dataset_name for a dataset.")
     if data_args.problem_type is not None and data_args.problem_type not in PROBLEM_TYPES:
-        raise ArgumentError(f"--problem_type {data_args.problem_type!r} is not known: use one of "
+        raise InputError(f"--problem_type {data_args.problem_type!r} is not known: use one of "
                             f"{', '.join(PROBLEM_TYPES)}.")
     if data_args.balance != "none" and data_args.problem_type in (MULTI_LABEL, REGRESSION):
-        raise ArgumentError(f"--balance {data_args.balance} balances classes of a single-label problem; drop it for "
+        raise InputError(f"--balance {data_args.balance} balances classes of a single-label problem; drop it for "
                             f"--problem_type {data_args.problem_type}.")
     if not data_args.label_separator:
-        raise ArgumentError("--label_separator must not be empty.")
+        raise InputError("--label_separator must not be empty.")
     if data_args.threshold_min_positives < 1:
-        raise ArgumentError(f"--threshold_min_positives must be at least 1, got {data_args.threshold_min_positives}.")
+        raise InputError(f"--threshold_min_positives must be at least 1, got {data_args.threshold_min_positives}.")
     if not 0 <= data_args.train_val_split < 1:
-        raise ArgumentError(f"--train_val_split must be in [0, 1), got {data_args.train_val_split}.")
+        raise InputError(f"--train_val_split must be in [0, 1), got {data_args.train_val_split}.")
     if data_args.hold_out_validation:
         if data_args.train_val_split == 0:
-            raise ArgumentError("--hold_out_validation needs --train_val_split > 0 (the fraction held out).")
+            raise InputError("--hold_out_validation needs --train_val_split > 0 (the fraction held out).")
         given = [f"--{name}" for name in ("validation_dir", "validation_file", "validation_split")
                  if getattr(data_args, name)]
         if given:
-            raise ArgumentError(f"--hold_out_validation takes validation data from the training data: drop "
+            raise InputError(f"--hold_out_validation takes validation data from the training data: drop "
                                 f"{', '.join(given)}.")
     if not 0 < data_args.augment_crop_scale <= 1:
-        raise ArgumentError(f"--augment_crop_scale must be in (0, 1], got {data_args.augment_crop_scale}.")
+        raise InputError(f"--augment_crop_scale must be in (0, 1], got {data_args.augment_crop_scale}.")
     if not 0 <= data_args.augment_hflip <= 1:
-        raise ArgumentError(f"--augment_hflip must be in [0, 1], got {data_args.augment_hflip}.")
+        raise InputError(f"--augment_hflip must be in [0, 1], got {data_args.augment_hflip}.")
     if model_args.head not in HEADS:
-        raise ArgumentError(f"--head must be one of {', '.join(HEADS)}.")
+        raise InputError(f"--head must be one of {', '.join(HEADS)}.")
     for name in (*SIZE_OPTIONS, "image_size", "patch_projection_size"):
         value = getattr(model_args, name)
         if value is not None and value < 1:
-            raise ArgumentError(f"--{name} must be positive, got {value}.")
+            raise InputError(f"--{name} must be positive, got {value}.")
     new_backbone = model_args.model_name_or_path is None or model_args.from_scratch
     given_sizes = [name for name in SIZE_OPTIONS if getattr(model_args, name) is not None]
     if given_sizes and not new_backbone and not model_args.backbone_config_json:
-        raise ArgumentError(
+        raise InputError(
             f"{', '.join('--' + n for n in given_sizes)} size a new random ViT, but --model_name_or_path "
             f"{model_args.model_name_or_path} is used with its pretrained weights: drop the size options, or add "
             "--from_scratch to train its architecture from random weights (the size options then override it).")
     if model_args.backbone_config_json and model_args.model_name_or_path:
-        raise ArgumentError("Pass --backbone_config_json (a new random backbone) or --model_name_or_path, not both.")
+        raise InputError("Pass --backbone_config_json (a new random backbone) or --model_name_or_path, not both.")
     if model_args.use_feature_cache and data_args.augment:
-        raise ArgumentError("--use_feature_cache computes each image's features once, so it cannot see --augment's "
+        raise InputError("--use_feature_cache computes each image's features once, so it cannot see --augment's "
                             "random changes: drop one of them.")
 
 
@@ -328,24 +308,6 @@ def _table_split(path: str, data_args: "ImageDataArguments") -> tuple[datasets.D
         {"image": paths, "labels": cells},
         features=datasets.Features({"image": datasets.Value("string"), "labels": feature}))
     return table, str(path), _paths_signature(paths)
-
-
-def _load_dataset(data_args: ImageDataArguments, model_args: ModelArguments):
-    name = data_args.dataset_name
-    try:
-        if Path(name).is_dir():
-            loaded = datasets.load_from_disk(name)
-        else:
-            loaded = datasets.load_dataset(name, data_args.dataset_config_name, cache_dir=model_args.cache_dir,
-                                           token=model_args.token)
-    except FileNotFoundError as error:
-        raise DataFormatError(f"--dataset_name {name}: not a save_to_disk folder or a reachable dataset ({error})") \
-            from None
-    except Exception as error:  # datasets raises many types for a bad id or folder
-        raise DataFormatError(f"--dataset_name {name}: could not load it ({type(error).__name__}: {error})") from None
-    if isinstance(loaded, datasets.Dataset):
-        loaded = datasets.DatasetDict({data_args.train_split: loaded})
-    return loaded
 
 
 def _dataset_split(loaded, name: str, split: str, data_args: ImageDataArguments) -> tuple[datasets.Dataset, str]:
@@ -558,17 +520,19 @@ def _regression_targets(splits: dict[str, datasets.Dataset], sources: dict[str, 
             list(names))
 
 
-def load_image_data(data_args: ImageDataArguments, training_args, model_args: ModelArguments | None = None
+def load_image_data(data_args: ImageDataArguments, training_args, model_args: ImageModelArguments | None = None
                     ) -> ImageData:
     """Read the splits the run needs (train with --do_train, validation with --do_train/--do_eval, test with
     --do_predict), with one clear `DataFormatError` for anything unreadable."""
-    model_args = model_args or ModelArguments()
+    model_args = model_args or ImageModelArguments()
     wanted = [split for split, on in (("train", training_args.do_train),
                                       ("validation", training_args.do_train or training_args.do_eval),
                                       ("test", training_args.do_predict)) if on]
     splits, sources, signatures = {}, {}, {}
     to_check = []  # splits read from image files (npz arrays need no check)
-    loaded = _load_dataset(data_args, model_args) if data_args.dataset_name else None
+    loaded = load_dataset_dict(data_args.dataset_name, data_args.dataset_config_name, cache_dir=model_args.cache_dir,
+                               token=model_args.token, single_split=data_args.train_split) \
+        if data_args.dataset_name else None
     archive = data_args.train_file if str(data_args.train_file or "").lower().endswith(".npz") else None
     archive_arrays = _npz_arrays(archive) if archive and (set(wanted) - {"train"}) else []
     split_names = {"train": data_args.train_split,
@@ -615,7 +579,7 @@ def load_image_data(data_args: ImageDataArguments, training_args, model_args: Mo
         else:
             flag = {"train": "--train_dir / --train_file / --dataset_name", "validation": "--validation_dir",
                     "test": "--test_dir / --test_file"}[split]
-            raise ArgumentError(f"No {split} data for {'--do_predict' if split == 'test' else '--do_eval'}: pass "
+            raise InputError(f"No {split} data for {'--do_predict' if split == 'test' else '--do_eval'}: pass "
                                 f"{flag}.")
 
     for split in to_check:
@@ -653,7 +617,7 @@ def load_image_data(data_args: ImageDataArguments, training_args, model_args: Mo
             logger.info("No validation split given: holding out %d training images%s.",
                         len(splits["validation"]), " (stratified)" if problem_type == SINGLE_LABEL else "")
         elif training_args.do_eval and not training_args.do_train:
-            raise ArgumentError("--do_eval needs validation data: pass --validation_dir / --validation_file / "
+            raise InputError("--do_eval needs validation data: pass --validation_dir / --validation_file / "
                                 "--validation_split.")
     limits = {"train": data_args.max_train_samples, "validation": data_args.max_eval_samples,
               "test": data_args.max_predict_samples}
@@ -750,42 +714,36 @@ def make_image_processor(image_size: int, image_mean=None, image_std=None, resam
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def _hub_kwargs(model_args: ModelArguments) -> dict:
-    return {"cache_dir": model_args.cache_dir, "revision": model_args.model_revision, "token": model_args.token,
-            "trust_remote_code": model_args.trust_remote_code}
-
-
 def _is_vit_family(config) -> bool:
     return all(getattr(config, name, None) is not None
                for name in ("image_size", "patch_size", "hidden_size", "num_hidden_layers"))
 
 
-def _side(value) -> int:
-    return int(value[0] if isinstance(value, (list, tuple)) else value)
+_side = ViTPatchClassifierConfig._side  # an int or [height, width] size -> its side: the config's one definition
 
 
-def inspect_model_source(model_args: ModelArguments) -> tuple[str, PreTrainedConfig | None]:
+def inspect_model_source(model_args: ImageModelArguments) -> tuple[str, PreTrainedConfig | None]:
     """('medheads', config) for a saved ViTPatchClassifier, ('backbone', config) for a ViT-family backbone,
-    ('new', config or None) for a new random backbone; an `ArgumentError` for anything else."""
+    ('new', config or None) for a new random backbone; an `InputError` for anything else."""
     if model_args.backbone_config_json:
         path = Path(model_args.backbone_config_json)
         try:
             payload = json.loads(path.read_text())
             config = AutoConfig.for_model(**payload)
         except (OSError, ValueError, TypeError, KeyError) as error:
-            raise ArgumentError(f"--backbone_config_json {path}: not a readable backbone config JSON with a "
+            raise InputError(f"--backbone_config_json {path}: not a readable backbone config JSON with a "
                                 f"`model_type` ({type(error).__name__}: {error})") from None
         if not _is_vit_family(config):
-            raise ArgumentError(f"--backbone_config_json {path} ({config.model_type}) is not a ViT-family backbone "
+            raise InputError(f"--backbone_config_json {path} ({config.model_type}) is not a ViT-family backbone "
                                 "config: it needs image_size, patch_size, hidden_size and num_hidden_layers.")
         return "new", config
     path = model_args.model_name_or_path
     if path is None:
         return "new", None
     try:
-        config = AutoConfig.from_pretrained(path, **_hub_kwargs(model_args))
+        config = AutoConfig.from_pretrained(path, **model_args.hub_kwargs())
     except (OSError, ValueError) as error:
-        raise ArgumentError(f"--model_name_or_path {path}: not a model folder or Hub id with a config.json "
+        raise InputError(f"--model_name_or_path {path}: not a model folder or Hub id with a config.json "
                             f"({type(error).__name__}: {str(error).splitlines()[0]})") from None
     if config.model_type == ViTPatchClassifierConfig.model_type:
         if model_args.from_scratch:
@@ -795,14 +753,14 @@ def inspect_model_source(model_args: ModelArguments) -> tuple[str, PreTrainedCon
             if str(config.model_type).startswith("medheads-") else
             f"a {config.model_type} model, not a ViT-family backbone (its config has no image_size / patch_size)")
     if not _is_vit_family(config):
-        raise ArgumentError(
+        raise InputError(
             f"--model_name_or_path {path}: {what}. Pass a ViT, DeiT or other ViT-family backbone (folder or Hub id), "
             "a saved ViTPatchClassifier folder to continue from, or leave it out to train a new small ViT "
             "(--vit_hidden_size, --vit_layers, --vit_heads, --patch_size).")
     return ("new" if model_args.from_scratch else "backbone"), config
 
 
-def _new_backbone_config(model_args: ModelArguments, base, image_size: int):
+def _new_backbone_config(model_args: ImageModelArguments, base, image_size: int):
     from transformers import ViTConfig
 
     values = {key: getattr(model_args, key) for key in SIZE_OPTIONS if getattr(model_args, key) is not None}
@@ -820,7 +778,7 @@ def _new_backbone_config(model_args: ModelArguments, base, image_size: int):
         config.hidden_dropout_prob = config.attention_probs_dropout_prob = model_args.vit_dropout
     config.image_size = image_size
     if config.hidden_size % config.num_attention_heads:
-        raise ArgumentError(f"--vit_hidden_size {config.hidden_size} is not a multiple of --vit_heads "
+        raise InputError(f"--vit_hidden_size {config.hidden_size} is not a multiple of --vit_heads "
                             f"{config.num_attention_heads}.")
     return config
 
@@ -828,11 +786,11 @@ def _new_backbone_config(model_args: ModelArguments, base, image_size: int):
 def _check_image_size(image_size: int, patch_size: int, where: str) -> None:
     if image_size % patch_size:
         lower = max(patch_size, image_size // patch_size * patch_size)
-        raise ArgumentError(f"--image_size {image_size} is not a multiple of the patch size {patch_size} ({where}): "
+        raise InputError(f"--image_size {image_size} is not a multiple of the patch size {patch_size} ({where}): "
                             f"use e.g. {lower} or {lower + patch_size}.")
 
 
-def build_model(model_args: ModelArguments, class_names: list[str], default_image_size: int | None = None,
+def build_model(model_args: ImageModelArguments, class_names: list[str], default_image_size: int | None = None,
                 freeze_explicit: bool = True, problem_type: str = SINGLE_LABEL):
     """The model and its image processor. `default_image_size` is the image side a new ViT uses when --image_size is
     not given; `freeze_explicit` says whether --freeze_backbone was given (a new ViT otherwise trains end to end)."""
@@ -847,17 +805,17 @@ def build_model(model_args: ModelArguments, class_names: list[str], default_imag
         path = model_args.model_name_or_path
         saved = [config.id2label[i] for i in sorted(config.id2label)]
         if saved != list(class_names):
-            raise ArgumentError(f"--model_name_or_path {path} was trained on classes {saved} but the data has "
+            raise InputError(f"--model_name_or_path {path} was trained on classes {saved} but the data has "
                                 f"{list(class_names)}: pass --class_names in the saved order, or start from its "
                                 "backbone.")
         saved_problem = config.problem_type or SINGLE_LABEL
         if saved_problem != problem_type:
-            raise ArgumentError(f"--model_name_or_path {path} is a {saved_problem} model but the data is "
+            raise InputError(f"--model_name_or_path {path} is a {saved_problem} model but the data is "
                                 f"{problem_type}: pass --problem_type {saved_problem}, or start from its backbone.")
         if model_args.image_size and model_args.image_size != config.image_size:
-            raise ArgumentError(f"--model_name_or_path {path} was built for {config.image_size}px images; drop "
+            raise InputError(f"--model_name_or_path {path} was built for {config.image_size}px images; drop "
                                 f"--image_size {model_args.image_size} or start from its backbone.")
-        model = ViTPatchClassifier.from_pretrained(path, **_hub_kwargs(model_args))
+        model = ViTPatchClassifier.from_pretrained(path, **model_args.hub_kwargs())
         if freeze_explicit and model_args.freeze_backbone != model.config.freeze_backbone:
             model.config.freeze_backbone = model_args.freeze_backbone
             model.backbone.requires_grad_(not model_args.freeze_backbone)
@@ -869,7 +827,7 @@ def build_model(model_args: ModelArguments, class_names: list[str], default_imag
         _check_image_size(image_size, _side(config.patch_size), f"backbone {model_args.model_name_or_path}")
         model = ViTPatchClassifier.from_backbone(
             model_args.model_name_or_path, image_size=image_size, freeze_backbone=model_args.freeze_backbone,
-            **head_kwargs, **_hub_kwargs(model_args))
+            **head_kwargs, **model_args.hub_kwargs())
         return model, _load_processor(model_args.model_name_or_path, model_args, image_size)
 
     # A new random backbone.
@@ -877,7 +835,7 @@ def build_model(model_args: ModelArguments, class_names: list[str], default_imag
     image_size = model_args.image_size or (base_size if model_args.backbone_config_json else None) \
         or default_image_size or base_size
     if image_size is None:
-        raise ArgumentError("Pass --image_size for a new ViT (no training image to take it from).")
+        raise InputError("Pass --image_size for a new ViT (no training image to take it from).")
     patch_size = model_args.patch_size or (_side(config.patch_size) if config is not None
                                            else NEW_VIT_DEFAULTS["patch_size"])
     _check_image_size(image_size, patch_size, "new ViT")
@@ -895,12 +853,12 @@ def build_model(model_args: ModelArguments, class_names: list[str], default_imag
     return model, make_image_processor(image_size)
 
 
-def _load_processor(path: str, model_args: ModelArguments, image_size: int):
+def _load_processor(path: str, model_args: ImageModelArguments, image_size: int):
     """The backbone's normalisation (mean, std, resampling) when it ships an image processor, at `image_size`."""
     from transformers import AutoImageProcessor
 
     try:
-        saved = AutoImageProcessor.from_pretrained(path, **_hub_kwargs(model_args))
+        saved = AutoImageProcessor.from_pretrained(path, **model_args.hub_kwargs())
     except (OSError, ValueError) as error:
         logger.warning("No image processor with %s (%s): normalising with mean = std = 0.5.", path,
                        str(error).splitlines()[0])
@@ -987,12 +945,6 @@ class ImageClassificationTrainer(Trainer):
         return (loss, outputs) if return_outputs else loss
 
 
-def softmax(logits: np.ndarray) -> np.ndarray:
-    logits = np.asarray(logits, dtype=np.float64)
-    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return shifted / shifted.sum(axis=1, keepdims=True)
-
-
 def image_metrics(labels: Sequence[int], logits: np.ndarray, class_names: Sequence[str]) -> dict[str, float]:
     """`medheads.metrics.classification_metrics` of the softmax of `logits`: accuracy, macro/weighted and per-class
     F1, precision, recall, support, and ROC AUC (class 1 for binary, one-vs-rest macro otherwise)."""
@@ -1013,10 +965,6 @@ def main_metric(num_classes: int, problem_type: str = SINGLE_LABEL) -> str:
     if problem_type == REGRESSION:
         return "mse"
     return "roc_auc" if num_classes == 2 else "accuracy"
-
-
-def sigmoid(logits: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-np.asarray(logits, dtype=np.float64)))
 
 
 def regression_metrics(targets: np.ndarray, outputs: np.ndarray, names: Sequence[str]) -> dict[str, float]:
@@ -1047,7 +995,7 @@ def problem_metrics(problem_type: str, labels: np.ndarray, logits: np.ndarray, n
     return image_metrics(labels, logits, names)
 
 
-def _feature_dataset(model, table: datasets.Dataset, processor, model_args: ModelArguments, training_args,
+def _feature_dataset(model, table: datasets.Dataset, processor, model_args: ImageModelArguments, training_args,
                      split: str, signature: str) -> datasets.Dataset:
     """The frozen backbone's token features for `table`, computed once and cached on disk."""
     def collate(rows):
@@ -1194,12 +1142,18 @@ def report_split(split: str, labels: np.ndarray, logits: np.ndarray, class_names
     return "\n".join(lines) + "\n\n", plots
 
 
-def run(args: Sequence[str] | None = None) -> dict:
-    """Parse arguments, check the inputs, train / evaluate / predict, and write the outputs. Returns all metrics."""
-    args = sys.argv[1:] if args is None else list(map(str, args))
-    model_args, data_args, training_args = parse_args(
-        (ModelArguments, ImageDataArguments, MedheadsTrainingArguments), args)
-    given = explicit_keys(args)
+def run(model_args: ImageModelArguments, data_args: ImageDataArguments, training_args: MedheadsTrainingArguments,
+        explicit: set[str] | None = None) -> dict:
+    """Check the inputs, train / evaluate / predict, and write the outputs. Returns all metrics.
+
+    `explicit` names the arguments the user gave (`main` reads them from the command line): a new ViT trains end to
+    end unless `freeze_backbone` is among them, and the main metric picks the best checkpoint unless
+    `metric_for_best_model` is. `None` (a call from code): `freeze_backbone` counts as given, and
+    `metric_for_best_model` does unless it is left at None or TrainingArguments' fallback "loss"."""
+    if explicit is None:
+        explicit = {"freeze_backbone"} | ({"metric_for_best_model"} if training_args.metric_for_best_model not in
+                                          (None, "loss", "eval_loss") else set())
+    given = explicit
     setup_logging(training_args)
     check_arguments(model_args, data_args, training_args)
     set_seed(training_args.seed)
@@ -1215,7 +1169,7 @@ def run(args: Sequence[str] | None = None) -> dict:
     if use_cache is None:
         use_cache = frozen and not data_args.augment
     elif use_cache and not frozen:
-        raise ArgumentError("--use_feature_cache needs a frozen backbone (--freeze_backbone True): an unfrozen one "
+        raise InputError("--use_feature_cache needs a frozen backbone (--freeze_backbone True): an unfrozen one "
                             "changes its features while training.")
     if data_args.augment and frozen:
         logger.info("--augment with a frozen backbone: features are recomputed for every batch (no cache).")
@@ -1223,7 +1177,7 @@ def run(args: Sequence[str] | None = None) -> dict:
     problem_type = data.problem_type
     data_args.problem_type = problem_type  # recorded in metrics.json (the card reads it)
     if data_args.balance != "none" and problem_type != SINGLE_LABEL:
-        raise ArgumentError(f"--balance {data_args.balance} balances classes of a single-label problem, but the data "
+        raise InputError(f"--balance {data_args.balance} balances classes of a single-label problem, but the data "
                             f"is {problem_type}: drop --balance.")
     metric = main_metric(num_classes, problem_type)
     if "metric_for_best_model" not in given:
@@ -1340,13 +1294,18 @@ def run(args: Sequence[str] | None = None) -> dict:
     return results
 
 
-def main(args: Sequence[str] | None = None, prog: str | None = None) -> int:
-    """Command-line entry point: 0 on success, 2 (with one `error:` line) for bad arguments or data."""
-    return exit_on_input_error(run, args, (ArgumentError, DataFormatError), prog or "train_image_classifier.py")
+ARGUMENT_CLASSES = (ImageModelArguments, ImageDataArguments, MedheadsTrainingArguments)
+
+
+def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
+    """`medheads train-image ARGS`: parse flags (or one JSON file of them) and `run`. 0 on success; an input error
+    prints one line `PROG: error: ...` (no traceback) and gives exit status 2, before any model is loaded."""
+    argv = sys.argv[1:] if argv is None else [str(arg) for arg in argv]
+    return run_training_command(run, ARGUMENT_CLASSES, argv, prog, explicit=explicit_keys(argv))
 
 
 __all__ = [
-    "ModelArguments", "ImageDataArguments", "ArgumentError", "ImageData", "check_arguments", "load_image_data",
+    "ImageModelArguments", "ImageDataArguments", "ARGUMENT_CLASSES", "ImageData", "check_arguments", "load_image_data",
     "check_images", "augment_image", "ImageTransform", "make_image_processor", "inspect_model_source", "build_model",
     "class_weights", "EpochWeightedRandomSampler", "ImageClassificationTrainer", "image_metrics", "confusion",
     "main_metric", "plot_roc_curve", "report_split", "explicit_keys", "run", "main",

@@ -29,22 +29,20 @@ from typing import Any
 import numpy as np
 
 from ..data import DataFormatError, read_token_file
-from .arguments import DataArguments, MedheadsTrainingArguments, parse_args
+from ..errors import InputError
+from .arguments import DataArguments, MedheadsTrainingArguments, ModelArguments
 from .common import (
-    dataclass_dict, exit_on_input_error, require_output_dir, resume_checkpoint, save_split_metrics, setup_logging,
+    dataclass_dict, load_dataset_dict, resume_checkpoint, run_training_command, save_split_metrics, setup_logging,
     write_run_summary,
 )
 
 logger = logging.getLogger("medheads.ner")
 
 SCRIPT_NAME = "train_ner.py"
+PROG = "medheads train-ner"
 VALIDATION_SPLIT_NAMES = ("validation", "valid", "dev", "devel")
 # Tokenizers that need add_prefix_space=True to take pre-split words (as in run_ner.py).
 PREFIX_SPACE_MODEL_TYPES = {"bloom", "gpt2", "roberta", "deberta", "longformer", "mpnet"}
-
-
-class NerInputError(ValueError):
-    """A command-line argument, model path or dataset the script cannot use; the message says what to do."""
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -53,7 +51,7 @@ class NerInputError(ValueError):
 
 
 @dataclass
-class ModelArguments:
+class NerModelArguments(ModelArguments):
     """Which encoder (or saved medheads model) to start from, and how the head reads it."""
 
     model_name_or_path: str = field(metadata={
@@ -71,10 +69,6 @@ class ModelArguments:
     freeze_encoder: bool = field(default=False, metadata={"help": "Train the head only (encoder weights fixed)."})
     tokenizer_name: str | None = field(default=None, metadata={
         "help": "Tokenizer folder or Hub id if not the model's own. Must be a fast tokenizer (word_ids)."})
-    cache_dir: str | None = field(default=None, metadata={"help": "Where to cache downloaded models and datasets."})
-    model_revision: str = field(default="main", metadata={"help": "Hub revision (branch, tag or commit) to load."})
-    trust_remote_code: bool = field(default=False, metadata={
-        "help": "Allow an encoder whose code lives on the Hub (passed to the encoder's and tokenizer's loading)."})
 
 
 @dataclass
@@ -120,28 +114,28 @@ def parse_hidden_layers(value: str | int | Sequence[int | str], num_layers: int 
     """`"-1"` or `["-1"]` -> -1; `"-1,-2"`, `["-1", "-2"]` or `[-1, -2]` -> [-1, -2]; `"all"` -> [0, 1, ...,
     num_layers]."""
     if isinstance(value, bool):
-        raise NerInputError(f"--hidden_layers must be integers, got {value!r}")
+        raise InputError(f"--hidden_layers must be integers, got {value!r}")
     if isinstance(value, int):
         return value
     if not isinstance(value, str):  # a list from the command line (strings) or a JSON file (ints or strings)
         if any(isinstance(v, bool) or not isinstance(v, (int, str)) for v in value):
-            raise NerInputError(f"--hidden_layers must be integers, got {value!r}")
+            raise InputError(f"--hidden_layers must be integers, got {value!r}")
         value = ",".join(str(v) for v in value)
     text = value.strip()
     if text.lower() == "all":
         if num_layers is None:
-            raise NerInputError("--hidden_layers all needs the encoder's number of layers")
+            raise InputError("--hidden_layers all needs the encoder's number of layers")
         return list(range(num_layers + 1))
     parts = [part.strip() for part in text.strip("[]").split(",") if part.strip()]
     try:
         layers = [int(part) for part in parts]
     except ValueError:
-        raise NerInputError(
+        raise InputError(
             f"--hidden_layers {value!r} is not an integer or comma list of integers: use e.g. -1, 4, '-1,-2,-3,-4' "
             "or all"
         ) from None
     if not layers:
-        raise NerInputError("--hidden_layers is empty: use e.g. -1 (last layer)")
+        raise InputError("--hidden_layers is empty: use e.g. -1 (last layer)")
     return layers[0] if len(layers) == 1 else layers
 
 
@@ -261,34 +255,13 @@ def _dataset_split_rows(split_dataset, source: str, text_column: str, label_colu
     return rows
 
 
-def _load_dataset(data_args: NerDataArguments, cache_dir: str | None):
-    import datasets
-
-    name = data_args.dataset_name
-    if Path(name).is_dir() and (
-        (Path(name) / "dataset_dict.json").is_file() or (Path(name) / "dataset_info.json").is_file()
-    ):
-        loaded = datasets.load_from_disk(name)
-        if isinstance(loaded, datasets.Dataset):
-            raise NerInputError(
-                f"{name} holds a single Dataset without splits: save a DatasetDict with train/validation/test "
-                "splits, or pass the data as --train_file/--validation_file/--test_file"
-            )
-        return loaded
-    try:
-        return datasets.load_dataset(name, data_args.dataset_config_name, cache_dir=cache_dir)
-    except Exception as error:  # load_dataset raises many types (FileNotFoundError, DatasetNotFoundError, ...)
-        raise NerInputError(
-            f"--dataset_name {name!r}: could not load it with datasets.load_dataset or load_from_disk "
-            f"({type(error).__name__}: {error})"
-        ) from None
-
-
-def load_splits(data_args: NerDataArguments, cache_dir: str | None = None) -> dict[str, NerSplit]:
+def load_splits(data_args: NerDataArguments, cache_dir: str | None = None, token: str | None = None
+                ) -> dict[str, NerSplit]:
     """Read the train / validation / test splits that were given, each cut to its `max_*_samples`."""
     splits: dict[str, NerSplit] = {}
     if data_args.dataset_name:
-        dataset = _load_dataset(data_args, cache_dir)
+        dataset = load_dataset_dict(data_args.dataset_name, data_args.dataset_config_name, cache_dir=cache_dir,
+                                    token=token)
         available = {"train": ["train"], "validation": list(VALIDATION_SPLIT_NAMES), "test": ["test"]}
         for split, candidates in available.items():
             found = next((c for c in candidates if c in dataset), None)
@@ -301,9 +274,9 @@ def load_splits(data_args: NerDataArguments, cache_dir: str | None = None) -> di
                         ("test", data_args.test_file)):
         if path:
             if not Path(path).is_file():
-                raise NerInputError(f"--{split}_file {path}: no such file")
+                raise InputError(f"--{split}_file {path}: no such file")
             rows = read_token_file(path, tokens_key=data_args.text_column_name,
-                                   tags_key=data_args.label_column_name)
+                                   tags_key=data_args.label_column_name, line_numbers=True)
             splits[split] = NerSplit(split, str(path), rows, Path(path))
     for split, limit in (("train", data_args.max_train_samples), ("validation", data_args.max_eval_samples),
                          ("test", data_args.max_predict_samples)):
@@ -312,41 +285,16 @@ def load_splits(data_args: NerDataArguments, cache_dir: str | None = None) -> di
     return splits
 
 
-def _first_line_with_label(path: Path, label: str, tags_key: str) -> int | None:
-    """The first line of a token file that carries `label` (CoNLL second column, or a JSON line's tag list)."""
-    import json
-
-    try:
-        lines = path.read_text(encoding="utf-8-sig").split("\n")
-    except (OSError, UnicodeDecodeError):
-        return None
-    for line_no, line in enumerate(lines, start=1):
-        line = line.rstrip("\r")
-        if path.suffix.lower() in (".json", ".jsonl"):
-            if label in line:
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError:
-                    continue
-                if isinstance(record, dict) and label in [str(t).strip() for t in record.get(tags_key) or []]:
-                    return line_no
-        else:
-            fields = line.split("\t") if "\t" in line else line.split()
-            if len(fields) == 2 and fields[1].strip() == label:
-                return line_no
-    return None
-
-
 def check_known_labels(split: NerSplit, known: Sequence[str], known_from: str, tags_key: str = "ner_tags") -> None:
-    """Raise a `DataFormatError` naming the file (and line) of the first tag in `split` the model cannot predict."""
+    """Raise a `DataFormatError` naming the file and line (the readers keep them in `"lines"`; a `datasets`
+    split: the sentence) of the first tag in `split` the model cannot predict."""
     known_set = set(known)
     for index, sentence in enumerate(split.sentences):
-        for word, tag in zip(sentence["tokens"], sentence["ner_tags"]):
+        for position, (word, tag) in enumerate(zip(sentence["tokens"], sentence["ner_tags"])):
             if tag not in known_set:
                 unknown = sorted({t for s in split.sentences for t in s["ner_tags"]} - known_set)
-                where = split.source
-                line = _first_line_with_label(split.path, tag, tags_key) if split.path is not None else None
-                where = f"{where}:{line}" if line is not None else f"{where}, sentence {index + 1}"
+                lines = sentence.get("lines")
+                where = f"{split.source}:{lines[position]}" if lines else f"{split.source}, sentence {index + 1}"
                 raise DataFormatError(
                     f"{where}: label {tag!r} (on word {word!r}) is not among the {len(known_set)} labels "
                     f"{known_from} ({', '.join(known)}); unknown labels in this {split.name} data: "
@@ -359,18 +307,16 @@ def check_known_labels(split: NerSplit, known: Sequence[str], known_from: str, t
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def load_model_config(model_args: ModelArguments):
+def load_model_config(model_args: NerModelArguments):
     """The config at `--model_name_or_path`, with one clear error when it is not a model folder / Hub id."""
     from transformers import AutoConfig
 
     import medheads  # noqa: F401  (registers the medheads model types with AutoConfig)
 
     try:
-        return AutoConfig.from_pretrained(model_args.model_name_or_path, cache_dir=model_args.cache_dir,
-                                          revision=model_args.model_revision,
-                                          trust_remote_code=model_args.trust_remote_code)
+        return AutoConfig.from_pretrained(model_args.model_name_or_path, **model_args.hub_kwargs())
     except (OSError, ValueError, KeyError) as error:
-        raise NerInputError(
+        raise InputError(
             f"--model_name_or_path {model_args.model_name_or_path!r} is not a model: it must be a folder or Hub id "
             "with a transformers config.json (a text encoder such as BERT, or a saved HiddenLayerTokenClassifier) "
             f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})"
@@ -392,39 +338,38 @@ def check_encoder_config(config, path: str) -> None:
     """Refuse configs that are not text encoders, with what to pass instead."""
     model_type = str(getattr(config, "model_type", ""))
     if model_type.startswith("medheads-") and not is_saved_token_classifier(config):
-        raise NerInputError(
+        raise InputError(
             f"--model_name_or_path {path!r} is a saved {model_type} model, not a HiddenLayerTokenClassifier: pass a "
             "text encoder (e.g. a BERT folder) or a model saved by this script"
         )
     if is_saved_token_classifier(config):
         return
     if getattr(config, "is_encoder_decoder", False):
-        raise NerInputError(
+        raise InputError(
             f"--model_name_or_path {path!r} is an encoder-decoder ({model_type}); pass an encoder such as BERT, "
             "RoBERTa or ModernBERT"
         )
     missing = [name for name in ("vocab_size", "hidden_size", "num_hidden_layers") if getattr(config, name, None)
                is None]
     if missing:
-        raise NerInputError(
+        raise InputError(
             f"--model_name_or_path {path!r} ({model_type or 'unknown type'}) is not a text encoder: its config has "
             f"no {', '.join(missing)}. Pass a text encoder such as BERT, RoBERTa or ModernBERT"
         )
 
 
-def load_tokenizer(model_args: ModelArguments, encoder_config):
+def load_tokenizer(model_args: NerModelArguments, encoder_config):
     """The fast tokenizer (word_ids are needed to map sub-tokens back to words)."""
     from transformers import AutoTokenizer
 
     name = model_args.tokenizer_name or model_args.model_name_or_path
-    kwargs = dict(cache_dir=model_args.cache_dir, revision=model_args.model_revision,
-                  trust_remote_code=model_args.trust_remote_code)
+    kwargs = model_args.hub_kwargs()
     if getattr(encoder_config, "model_type", None) in PREFIX_SPACE_MODEL_TYPES:
         kwargs["add_prefix_space"] = True
     try:
         tokenizer = AutoTokenizer.from_pretrained(name, **kwargs)
     except (OSError, ValueError, TypeError) as error:
-        raise NerInputError(
+        raise InputError(
             f"could not load a tokenizer from {name!r} ({type(error).__name__}: {str(error).splitlines()[0]}); "
             "pass --tokenizer_name with a folder or Hub id holding one"
         ) from None
@@ -434,19 +379,19 @@ def load_tokenizer(model_args: ModelArguments, encoder_config):
 
 def require_fast_tokenizer(tokenizer, name: str) -> None:
     if not getattr(tokenizer, "is_fast", False):
-        raise NerInputError(
+        raise InputError(
             f"the tokenizer of {name!r} ({type(tokenizer).__name__}) is not a fast tokenizer: this script needs "
             "word_ids() to map sub-tokens back to words. Use a model with a tokenizer.json, or pass "
             "--tokenizer_name with a fast tokenizer"
         )
 
 
-def build_model(model_args: ModelArguments, config, label_list: list[str] | None):
+def build_model(model_args: NerModelArguments, config, label_list: list[str] | None):
     """A new head on a pretrained encoder, or the saved medheads model to continue from."""
     from ..models.modeling_hidden_layer_token_classifier import HiddenLayerTokenClassifier
 
     path = model_args.model_name_or_path
-    load_kwargs = dict(cache_dir=model_args.cache_dir, revision=model_args.model_revision)
+    load_kwargs = model_args.hub_kwargs()
     if is_saved_token_classifier(config):
         model = HiddenLayerTokenClassifier.from_pretrained(path, **load_kwargs)
         logger.info("Continuing from the saved model %s (hidden_layers=%s, layer_combination=%s; "
@@ -461,11 +406,10 @@ def build_model(model_args: ModelArguments, config, label_list: list[str] | None
         return HiddenLayerTokenClassifier.from_encoder(
             path, hidden_layers=layers, layer_combination=model_args.layer_combination,
             classifier_dropout=model_args.classifier_dropout, freeze_encoder=model_args.freeze_encoder,
-            id2label=id2label, label2id={label: i for i, label in id2label.items()},
-            trust_remote_code=model_args.trust_remote_code, **load_kwargs,
+            id2label=id2label, label2id={label: i for i, label in id2label.items()}, **load_kwargs,
         )
     except ValueError as error:  # out-of-range layer, not an encoder, missing weights: the messages say what to do
-        raise NerInputError(f"--model_name_or_path {path!r}: {error}") from None
+        raise InputError(f"--model_name_or_path {path!r}: {error}") from None
 
 
 def resolve_max_seq_length(requested: int | None, tokenizer, encoder_config) -> int:
@@ -671,31 +615,31 @@ def write_split_reports(output_dir: Path, split_label: str, prefix: str, encoded
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def check_arguments(model_args: ModelArguments, data_args: NerDataArguments,
+def check_arguments(model_args: NerModelArguments, data_args: NerDataArguments,
                     training_args: NerTrainingArguments, splits: dict[str, NerSplit]) -> None:
     if training_args.do_train and "train" not in splits:
-        raise NerInputError("--do_train needs --train_file (or a --dataset_name with a train split)")
+        raise InputError("--do_train needs --train_file (or a --dataset_name with a train split)")
     if training_args.do_predict and "test" not in splits:
-        raise NerInputError("--do_predict needs --test_file (or a --dataset_name with a test split)")
+        raise InputError("--do_predict needs --test_file (or a --dataset_name with a test split)")
     needs_validation = training_args.do_train and (
         training_args.eval_strategy != "no" or training_args.load_best_model_at_end)
     if needs_validation and "validation" not in splits:
-        raise NerInputError(
+        raise InputError(
             "training evaluates every epoch and keeps the best checkpoint, which needs --validation_file (or a "
             "validation split); without one pass --eval_strategy no --save_strategy epoch "
             "--load_best_model_at_end false"
         )
     if not (training_args.do_train or training_args.do_eval or training_args.do_predict):
-        raise NerInputError("nothing to do: pass --do_train, --do_eval and/or --do_predict")
+        raise InputError("nothing to do: pass --do_train, --do_eval and/or --do_predict")
     if not getattr(training_args, "eval_do_concat_batches", True):
-        raise NerInputError("--eval_do_concat_batches false is not supported: the metrics need all predictions")
+        raise InputError("--eval_do_concat_batches false is not supported: the metrics need all predictions")
     if getattr(training_args, "batch_eval_metrics", False):
-        raise NerInputError("--batch_eval_metrics is not supported: NER metrics are computed over whole sentences")
+        raise InputError("--batch_eval_metrics is not supported: NER metrics are computed over whole sentences")
     if data_args.max_seq_length is not None and data_args.max_seq_length < 3:
-        raise NerInputError(f"--max_seq_length {data_args.max_seq_length} is too small (special tokens need 2)")
+        raise InputError(f"--max_seq_length {data_args.max_seq_length} is too small (special tokens need 2)")
 
 
-def run(model_args: ModelArguments, data_args: NerDataArguments, training_args: NerTrainingArguments,
+def run(model_args: NerModelArguments, data_args: NerDataArguments, training_args: NerTrainingArguments,
         callbacks: Sequence | None = None) -> dict[str, float]:
     """Train / evaluate / predict as the arguments say; returns every metric written to all_results.json."""
     import torch
@@ -703,7 +647,6 @@ def run(model_args: ModelArguments, data_args: NerDataArguments, training_args: 
 
     from ..plots import plot_training_curves
 
-    require_output_dir(training_args, "outputs/ner")
     setup_logging(training_args)
     output_dir = Path(training_args.output_dir)
     logger.warning("Process rank %s, device %s, n_gpu %s, distributed %s, bf16 %s, fp16 %s",
@@ -711,7 +654,7 @@ def run(model_args: ModelArguments, data_args: NerDataArguments, training_args: 
                    training_args.parallel_mode.value == "distributed", training_args.bf16, training_args.fp16)
 
     # 1. Everything that can be wrong with the input, before any training.
-    splits = load_splits(data_args, cache_dir=model_args.cache_dir)
+    splits = load_splits(data_args, cache_dir=model_args.cache_dir, token=model_args.token)
     check_arguments(model_args, data_args, training_args, splits)
     config = load_model_config(model_args)
     check_encoder_config(config, model_args.model_name_or_path)
@@ -724,7 +667,7 @@ def run(model_args: ModelArguments, data_args: NerDataArguments, training_args: 
             check_known_labels(splits["train"], label_list, known_from, data_args.label_column_name)
     else:
         if "train" not in splits:
-            raise NerInputError(
+            raise InputError(
                 "a new head needs training data to define its labels: pass --train_file (and --do_train), or "
                 "evaluate a model saved by this script"
             )
@@ -817,22 +760,19 @@ def run(model_args: ModelArguments, data_args: NerDataArguments, training_args: 
     return all_metrics
 
 
-def main(args: Sequence[str] | None = None, callbacks: Sequence | None = None) -> dict[str, float]:
-    """Parse flags (or one JSON file of them) and run. Input errors raise `NerInputError` / `DataFormatError`."""
-    model_args, data_args, training_args = parse_args(
-        (ModelArguments, NerDataArguments, NerTrainingArguments), args)
-    return run(model_args, data_args, training_args, callbacks=callbacks)
+ARGUMENT_CLASSES = (NerModelArguments, NerDataArguments, NerTrainingArguments)
 
 
-def cli(args: Sequence[str] | None = None, prog: str | None = None) -> int:
-    """`main()` for the command line: an input error prints one line (no traceback) and exits with status 2."""
-    return exit_on_input_error(main, args, (NerInputError, DataFormatError), prog or SCRIPT_NAME)
+def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
+    """`medheads train-ner ARGS`: parse flags (or one JSON file of them) and `run`. An input error prints one line
+    `PROG: error: ...` (no traceback) and gives exit status 2, before any model is loaded."""
+    return run_training_command(run, ARGUMENT_CLASSES, argv, prog)
 
 
 __all__ = [
-    "ModelArguments", "NerDataArguments", "NerTrainingArguments", "NerInputError", "NerSplit", "EncodedSplit",
+    "NerModelArguments", "NerDataArguments", "NerTrainingArguments", "ARGUMENT_CLASSES", "NerSplit", "EncodedSplit",
     "NerMetrics", "parse_hidden_layers", "build_label_list", "b_to_i_map", "align_labels", "first_token_positions",
     "word_predictions", "entity_type", "load_splits", "check_known_labels", "load_model_config",
     "check_encoder_config", "load_tokenizer", "require_fast_tokenizer", "build_model", "encode_split",
-    "type_confusion", "write_predictions_tsv", "run", "main", "cli",
+    "type_confusion", "write_predictions_tsv", "run", "main",
 ]

@@ -5,8 +5,9 @@ training_args)` does the whole job and returns the metrics; `main(args)` parses 
 input errors into one clear message. Like transformers' `examples/pytorch/text-classification/run_classification.py`
 (HfArgumentParser, every TrainingArguments flag, `all_results.json`), with what a frozen encoder allows:
 
-* The encoder never trains, so each text's pooled vector is computed once (`medheads.features.cached_features`, length-
-  sorted batches, cached on disk keyed on the texts and the encoder weights) and the Trainer trains only the head on
+* The encoder never trains, so each text's pooled vector is computed once
+  (`medheads.training.features.cached_features`, length-sorted batches, cached on disk keyed on the texts and the
+  encoder weights) and the Trainer trains only the head on
   `pooled_features`. A 20-epoch run costs about one encoder pass; other heads on the same texts reuse the cache.
   `--use_feature_cache false` trains through the frozen encoder instead (same losses, slower).
 * Texts are not truncated by default: a text longer than the encoder's window is encoded window by window and pooled
@@ -25,8 +26,6 @@ line per split, because long-tailed CUI sets always have such labels and the row
 
 from __future__ import annotations
 
-import csv
-import json
 import logging
 import time
 from collections import Counter
@@ -37,12 +36,15 @@ from typing import Any
 import numpy as np
 
 from ..data import DataFormatError, filter_rare_labels, read_text_table
-from .arguments import DataArguments, MedheadsTrainingArguments, parse_args
-from .common import dataclass_dict, exit_on_input_error, resume_checkpoint, setup_logging, write_run_summary
+from ..errors import InputError
+from ..metrics import sigmoid, softmax
+from .arguments import DataArguments, MedheadsTrainingArguments, ModelArguments
+from .common import dataclass_dict, resume_checkpoint, run_training_command, setup_logging, write_run_summary
 
 logger = logging.getLogger("medheads")
 
 SCRIPT_NAME = "train_text_classifier.py"
+PROG = "medheads train-text"
 MULTI_LABEL = "multi_label_classification"
 SINGLE_LABEL = "single_label_classification"
 PROBLEM_TYPE_ALIASES = {
@@ -59,26 +61,19 @@ MULTICLASS_SUMMARY = ("accuracy", "macro_f1", "macro_precision", "macro_recall",
 UNTUNED = "threshold_05"  # infix of metrics at the default 0.5 threshold: eval_threshold_05_micro_f1
 
 
-class InputError(ValueError):
-    """Bad arguments or data, found before training starts; the message says what to change."""
-
-
 # ---------------------------------------------------------------------------------------------------------------------
 # Arguments
 # ---------------------------------------------------------------------------------------------------------------------
 
 
 @dataclass
-class ModelArguments:
+class TextModelArguments(ModelArguments):
     """Which encoder (or saved medheads model) to start from, and the head to put on it."""
 
     model_name_or_path: str = field(metadata={"help": (
         "A text encoder (folder or Hub id: BERT, RoBERTa, ModernBERT, MiniLM, ...) to put a new head on, or a saved "
         "FrozenEncoderMultiLabel folder to continue training / evaluate (its labels, pooling and head are kept).")})
     tokenizer_name: str | None = field(default=None, metadata={"help": "Tokenizer, if not the model's own."})
-    cache_dir: str | None = field(default=None, metadata={"help": "Where Hub downloads are stored."})
-    model_revision: str = field(default="main", metadata={"help": "Hub revision (branch, tag or commit)."})
-    token: str | None = field(default=None, metadata={"help": "Hub token for private models."})
     pooling: str = field(default="mean", metadata={"help": "How token states become one vector: mean, cls or max."})
     feature_layer: int = field(default=-1, metadata={
         "help": "Which hidden_states entry is pooled: -1 the last layer, 0 the embeddings, k the k-th layer."})
@@ -152,7 +147,7 @@ class TextTrainingArguments(MedheadsTrainingArguments):
         super().__post_init__()
 
 
-ARGUMENT_CLASSES = (ModelArguments, TextDataArguments, TextTrainingArguments)
+ARGUMENT_CLASSES = (TextModelArguments, TextDataArguments, TextTrainingArguments)
 
 
 def parse_head_sizes(value) -> list[int]:
@@ -188,45 +183,9 @@ def normalize_problem_type(value: str | None) -> str | None:
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def _row_line(path: str, text_column: str, index: int) -> int | None:
-    """The file line where the `index`-th row returned by `read_text_table` (rows with text only) starts."""
-    path = Path(path)
-    suffix = path.suffix.lower()
-    count = -1
-    try:
-        if suffix in (".json", ".jsonl"):
-            for line_no, line in enumerate(path.read_text(encoding="utf-8-sig").split("\n"), start=1):
-                if not line.strip():
-                    continue
-                value = json.loads(line).get(text_column)
-                if str("" if value is None else value).strip():
-                    count += 1
-                    if count == index:
-                        return line_no
-            return None
-        delimiter = "\t" if suffix in (".tsv", ".tab") else ","
-        with open(path, newline="", encoding="utf-8-sig") as handle:
-            reader = csv.reader(handle, delimiter=delimiter)
-            column, start = None, 1
-            for row in reader:
-                line_no, start = start, reader.line_num + 1
-                if not row:
-                    continue
-                if column is None:
-                    column = [name.strip() for name in row].index(text_column)
-                    continue
-                if row[column].strip():
-                    count += 1
-                    if count == index:
-                        return line_no
-    except Exception:  # only used to make an error message more precise
-        return None
-    return None
-
-
-def row_location(row: dict, text_column: str) -> str:
-    line = _row_line(row["_file"], text_column, row["_index"])
-    return f"{row['_file']}:{line}" if line is not None else f"{row['_file']} (data row {row['_index'] + 1})"
+def row_location(row: dict) -> str:
+    """`file:line` of a row (`read_text_table` keeps the line each row starts on)."""
+    return f"{row['_file']}:{row['line']}" if row.get("line") else f"{row['_file']} (data row {row['_index'] + 1})"
 
 
 def _read_file(path: str, flag: str, data_args: TextDataArguments, multi_label: bool,
@@ -236,7 +195,8 @@ def _read_file(path: str, flag: str, data_args: TextDataArguments, multi_label: 
     try:
         rows = read_text_table(path, data_args.text_column_name, data_args.label_column_name,
                                data_args.label_separator if multi_label else None,
-                               drop_empty_text=data_args.drop_empty_texts, extra_columns=extra_columns)
+                               drop_empty_text=data_args.drop_empty_texts, extra_columns=extra_columns,
+                               line_numbers=True)
     except DataFormatError as error:
         message = str(error).replace("drop_empty_text=True", "--drop_empty_texts")
         message = message.replace("(for multi-label data pass label_separator)",
@@ -254,7 +214,7 @@ def _take(rows: list, limit: int | None) -> list:
 
 
 def load_splits(data_args: TextDataArguments, multi_label: bool, seed: int) -> dict[str, list[dict]]:
-    """Rows of every split: `{"text", "labels" (multi-label) | "label", "_file", "_index"}`.
+    """Rows of every split: `{"text", "labels" (multi-label) | "label", "line", "_file", "_index"}`.
 
     Train rows come from `--train_file`; a split column, or `--validation_split_percentage` /
     `--test_split_percentage`, carve validation and test rows out of it (reproducibly, by `seed`).
@@ -350,7 +310,7 @@ def check_multiclass(rows: list[dict], classes: list[str], split: str, text_colu
            if label in rare else f"class {label!r} (column {label_column!r}) never occurs in training")
     others = sorted({row["label"] for row in bad} - {label})
     raise InputError(
-        f"{row_location(first, text_column)}: {why}; the model knows {len(classes)} classes: {classes}. "
+        f"{row_location(first)}: {why}; the model knows {len(classes)} classes: {classes}. "
         f"{len(bad)} {split} rows have unknown classes" + (f" (also {others[:5]})" if others else "") +
         ". Add training rows of these classes, lower --min_label_count, or remove those rows.")
 
@@ -360,15 +320,14 @@ def check_multiclass(rows: list[dict], classes: list[str], split: str, text_colu
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def inspect_model_path(model_args: ModelArguments) -> str:
+def inspect_model_path(model_args: TextModelArguments) -> str:
     """'saved' for a saved FrozenEncoderMultiLabel, 'encoder' for a text encoder; anything else is an InputError."""
     from transformers import AutoConfig
 
     from ..models.configuration_frozen_encoder_multilabel import FrozenEncoderMultiLabelConfig
 
     try:
-        config = AutoConfig.from_pretrained(model_args.model_name_or_path, cache_dir=model_args.cache_dir,
-                                            revision=model_args.model_revision, token=model_args.token)
+        config = AutoConfig.from_pretrained(model_args.model_name_or_path, **model_args.hub_kwargs())
     except (OSError, ValueError, KeyError) as error:
         raise InputError(f"--model_name_or_path {model_args.model_name_or_path!r}: not a model folder or Hub id with "
                          f"a readable config.json ({type(error).__name__}: {str(error).splitlines()[0]}).") from None
@@ -387,13 +346,12 @@ def inspect_model_path(model_args: ModelArguments) -> str:
     return "encoder"
 
 
-def load_tokenizer(model_args: ModelArguments):
+def load_tokenizer(model_args: TextModelArguments):
     from transformers import AutoTokenizer
 
     name = model_args.tokenizer_name or model_args.model_name_or_path
     try:
-        tokenizer = AutoTokenizer.from_pretrained(name, cache_dir=model_args.cache_dir,
-                                                  revision=model_args.model_revision, token=model_args.token)
+        tokenizer = AutoTokenizer.from_pretrained(name, **model_args.hub_kwargs())
     except (OSError, ValueError, TypeError, KeyError) as error:
         raise InputError(f"No tokenizer could be loaded from {name!r} ({type(error).__name__}: "
                          f"{str(error).splitlines()[0] if str(error) else ''}); pass --tokenizer_name.") from None
@@ -402,19 +360,18 @@ def load_tokenizer(model_args: ModelArguments):
     return tokenizer
 
 
-def build_model(model_args: ModelArguments, kind: str, problem_type: str, id2label: dict[int, str]):
+def build_model(model_args: TextModelArguments, kind: str, problem_type: str, id2label: dict[int, str]):
     from ..models.modeling_frozen_encoder_multilabel import FrozenEncoderMultiLabel
 
     if kind == "saved":
-        return FrozenEncoderMultiLabel.from_pretrained(model_args.model_name_or_path, cache_dir=model_args.cache_dir,
-                                                       revision=model_args.model_revision, token=model_args.token)
+        return FrozenEncoderMultiLabel.from_pretrained(model_args.model_name_or_path, **model_args.hub_kwargs())
     try:
         return FrozenEncoderMultiLabel.from_encoder(
             model_args.model_name_or_path, pooling=model_args.pooling, feature_layer=model_args.feature_layer,
             head_hidden_sizes=parse_head_sizes(model_args.head_hidden_sizes),
             head_activation=model_args.head_activation, head_dropout=model_args.head_dropout,
             max_chunk_length=model_args.max_chunk_length, problem_type=problem_type, id2label=id2label,
-            cache_dir=model_args.cache_dir, revision=model_args.model_revision, token=model_args.token)
+            **model_args.hub_kwargs())
     except ValueError as error:
         raise InputError(str(error)) from None
 
@@ -430,16 +387,6 @@ def tokenize(tokenizer, texts: list[str], max_seq_length: int | None) -> dict[st
 # ---------------------------------------------------------------------------------------------------------------------
 # Metrics
 # ---------------------------------------------------------------------------------------------------------------------
-
-
-def sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-np.asarray(x, dtype=np.float64)))
-
-
-def softmax(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float64)
-    x = np.exp(x - x.max(axis=-1, keepdims=True))
-    return x / x.sum(axis=-1, keepdims=True)
 
 
 def split_metrics(problem_type: str, y_true: np.ndarray, probs: np.ndarray, label_names: list[str],
@@ -478,7 +425,7 @@ def summary_of(metrics: dict, prefix: str, problem_type: str) -> dict:
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def resolve_arguments(model_args: ModelArguments, data_args: TextDataArguments,
+def resolve_arguments(model_args: TextModelArguments, data_args: TextDataArguments,
                       training_args: TextTrainingArguments, kind: str, saved_config=None) -> str:
     """Fill argument defaults that depend on each other; returns the problem type."""
     problem_type = normalize_problem_type(data_args.problem_type)
@@ -589,7 +536,7 @@ def _features_for(model, split: str, inputs, labeled, model_args, training_args,
     return features.with_format("torch"), elapsed
 
 
-def run(model_args: ModelArguments, data_args: TextDataArguments, training_args: TextTrainingArguments) -> dict:
+def run(model_args: TextModelArguments, data_args: TextDataArguments, training_args: TextTrainingArguments) -> dict:
     """Train / evaluate / predict as the flags say; returns every metric (also written to all_results.json)."""
     import datasets
     from transformers import DataCollatorWithPadding, Trainer, default_data_collator, set_seed
@@ -606,8 +553,7 @@ def run(model_args: ModelArguments, data_args: TextDataArguments, training_args:
     saved_config = None
     if kind == "saved":
         from transformers import AutoConfig
-        saved_config = AutoConfig.from_pretrained(model_args.model_name_or_path, cache_dir=model_args.cache_dir,
-                                                  revision=model_args.model_revision, token=model_args.token)
+        saved_config = AutoConfig.from_pretrained(model_args.model_name_or_path, **model_args.hub_kwargs())
         logger.info("Continuing from the saved model %s: its labels, pooling and head are kept (head flags ignored).",
                     model_args.model_name_or_path)
     problem_type = resolve_arguments(model_args, data_args, training_args, kind, saved_config)
@@ -790,20 +736,14 @@ def write_reports(output_dir: str, log_history: list, predictions: dict, splits:
     return [str(p) for p in plots]
 
 
-def main(args: list[str] | None = None) -> dict:
-    """Entry point of `scripts/train_text_classifier.py`: flags, or one JSON file of arguments optionally followed
-    by flags that override it (`configs/text_mtsamples.json --model_name_or_path /models/minilm`). Input errors exit
-    with one line naming what to change."""
-    model_args, data_args, training_args = parse_args(ARGUMENT_CLASSES, args)
-    return run(model_args, data_args, training_args)
-
-
-def cli(args: list[str] | None = None, prog: str | None = None) -> int:
-    """`main()` for the command line: an input error prints one line (no traceback) and exits with status 2."""
-    return exit_on_input_error(main, args, (InputError, DataFormatError), prog or SCRIPT_NAME)
+def main(argv: list[str] | None = None, prog: str = PROG) -> int:
+    """`medheads train-text ARGS`: flags, or one JSON file of arguments optionally followed by flags that override it
+    (`configs/text_mtsamples.json --model_name_or_path /models/minilm`). An input error prints one line
+    `PROG: error: ...` (no traceback) and gives exit status 2, before any model is loaded."""
+    return run_training_command(run, ARGUMENT_CLASSES, argv, prog)
 
 
 __all__ = [
-    "ModelArguments", "TextDataArguments", "TextTrainingArguments", "InputError", "run", "main", "cli", "load_splits",
+    "TextModelArguments", "TextDataArguments", "TextTrainingArguments", "ARGUMENT_CLASSES", "run", "main", "load_splits",
     "prepare_labels", "split_metrics", "make_compute_metrics", "parse_head_sizes", "inspect_model_path",
 ]
