@@ -44,6 +44,7 @@ from .arguments import DataArguments, MedheadsTrainingArguments, json_to_flags, 
 from .common import (
     dataclass_dict, exit_on_input_error, resume_checkpoint, save_split_metrics, setup_logging, write_run_summary,
 )
+from .common import prepare_output_dir
 
 logger = logging.getLogger("medheads")
 
@@ -624,7 +625,10 @@ def build_model(model_args: ModelArguments, class_names: list[str], default_imag
         if model_args.image_size and model_args.image_size != config.image_size:
             raise ArgumentError(f"--model_name_or_path {path} was built for {config.image_size}px images; drop "
                                 f"--image_size {model_args.image_size} or start from its backbone.")
-        model = ViTPatchClassifier.from_pretrained(path, **_hub_kwargs(model_args))
+        try:
+            model = ViTPatchClassifier.from_pretrained(path, **_hub_kwargs(model_args))
+        except (OSError, ValueError) as error:  # a truncated weights file
+            raise ArgumentError(f"--model_name_or_path {path}: {error}") from None
         if freeze_explicit and model_args.freeze_backbone != model.config.freeze_backbone:
             model.config.freeze_backbone = model_args.freeze_backbone
             model.backbone.requires_grad_(not model_args.freeze_backbone)
@@ -860,6 +864,7 @@ def run(args: Sequence[str] | None = None) -> dict:
     given = explicit_keys(args)
     setup_logging(training_args)
     check_arguments(model_args, data_args, training_args)
+    prepare_output_dir(training_args, ArgumentError, model_args.model_name_or_path)
     set_seed(training_args.seed)
 
     # 1. Data and model: every input problem is raised here, before any training.

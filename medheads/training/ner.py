@@ -34,6 +34,7 @@ from .common import (
     dataclass_dict, exit_on_input_error, require_output_dir, resume_checkpoint, save_split_metrics, setup_logging,
     write_run_summary,
 )
+from .common import prepare_output_dir
 
 logger = logging.getLogger("medheads.ner")
 
@@ -448,7 +449,10 @@ def build_model(model_args: ModelArguments, config, label_list: list[str] | None
     path = model_args.model_name_or_path
     load_kwargs = dict(cache_dir=model_args.cache_dir, revision=model_args.model_revision)
     if is_saved_token_classifier(config):
-        model = HiddenLayerTokenClassifier.from_pretrained(path, **load_kwargs)
+        try:
+            model = HiddenLayerTokenClassifier.from_pretrained(path, **load_kwargs)
+        except (OSError, ValueError) as error:  # a truncated weights file
+            raise NerInputError(f"--model_name_or_path {path!r}: {error}") from None
         logger.info("Continuing from the saved model %s (hidden_layers=%s, layer_combination=%s; "
                     "--hidden_layers/--layer_combination/--classifier_dropout are taken from it).",
                     path, model.config.hidden_layers, model.config.layer_combination)
@@ -713,6 +717,7 @@ def run(model_args: ModelArguments, data_args: NerDataArguments, training_args: 
     # 1. Everything that can be wrong with the input, before any training.
     splits = load_splits(data_args, cache_dir=model_args.cache_dir)
     check_arguments(model_args, data_args, training_args, splits)
+    prepare_output_dir(training_args, NerInputError, model_args.model_name_or_path)
     config = load_model_config(model_args)
     check_encoder_config(config, model_args.model_name_or_path)
     encoder_config = encoder_config_of(config)
