@@ -381,3 +381,235 @@ def test_the_load_check_runs_without_medheads_on_the_import_path(text_folder, tm
     with pytest.raises(PublishError, match="step: weights.*medheads"):
         publishing.verify_staged(text_folder)
     assert os.environ["PYTHONPATH"]
+
+
+# ------------------------------------------------------------------------------------------------ training runs (1, 3, 5, 9, 10, 12)
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("MEDHEADS_DATA_DIR", REPO.parent / "shared" / "data"))
+MTS = DATA / "mtsamples" / "mtsamples_6class.csv"
+WORDS = ["chest", "x", "ray", "ct", "mri", "scan", "abdomen", "brain", "lung", "heart", "mass", "lesion", "fracture",
+         "pain", "normal", "left", "right", "upper", "lower", "view"]
+CUIS = ["C0817096", "C0040405", "C1306645", "C0024485"]
+
+
+@pytest.fixture(scope="module")
+def encoder_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tiny_bert")
+    torch.manual_seed(0)
+    AutoModel.from_config(encoder_config()).save_pretrained(folder)
+    from tiny import make_tokenizer
+
+    make_tokenizer(folder).save_pretrained(folder)
+    return folder
+
+
+def write_rows(path: Path, rows: list[tuple[str, str]], header=("text", "label")) -> Path:
+    import csv
+
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path
+
+
+def captions(n: int, separator: str = ";", seed: int = 0) -> list[tuple[str, str]]:
+    """Captions whose words give their CUIs away (label k <-> word k), 1-3 CUIs each."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for _ in range(n):
+        labels = sorted(rng.choice(len(CUIS), size=int(rng.integers(1, 4)), replace=False).tolist())
+        words = [WORDS[k] for k in labels] + rng.choice(WORDS[4:], size=4).tolist()
+        rng.shuffle(words)
+        rows.append((" ".join(words), separator.join(CUIS[k] for k in labels)))
+    return rows
+
+
+def text_args(encoder_dir, train, out, cache, *extra):
+    return ["--model_name_or_path", str(encoder_dir), "--train_file", str(train), "--output_dir", str(out),
+            "--feature_cache_dir", str(cache), "--head_hidden_sizes", "16", "--learning_rate", "5e-3",
+            "--per_device_train_batch_size", "8", "--disable_tqdm", "true", "--seed", "3",
+            "--dataloader_pin_memory", "false", "--use_cpu", "true", "--do_train", "--do_eval", *extra]
+
+
+def test_an_interrupted_checkpoint_write_resumes_from_the_last_complete_one(encoder_dir, tmp_path, monkeypatch,
+                                                                            caplog):
+    """Ctrl-C while checkpoint-N is written (weights and optimizer on disk, trainer_state.json not yet): re-running
+    the same command resumes from the checkpoint before it and ends where an uninterrupted run ends."""
+    from transformers.trainer_callback import TrainerState
+
+    from medheads.training.text_classification import main
+
+    train = write_rows(tmp_path / "train.csv", captions(60))
+    args = ["--num_train_epochs", "4", "--validation_split_percentage", "20", "--save_total_limit", "5"]
+    full = main(text_args(encoder_dir, train, tmp_path / "full", tmp_path / "cache", *args))
+
+    original, writes = TrainerState.save_to_json, []
+
+    def interrupted_save(self, path):
+        if "checkpoint-" in str(path):
+            writes.append(path)
+            if len(writes) == 3:  # the third epoch's checkpoint: everything but its trainer_state.json is written
+                raise KeyboardInterrupt
+        return original(self, path)
+
+    monkeypatch.setattr(TrainerState, "save_to_json", interrupted_save)
+    out = tmp_path / "interrupted"
+    with pytest.raises(KeyboardInterrupt):
+        main(text_args(encoder_dir, train, out, tmp_path / "cache", *args))
+    monkeypatch.setattr(TrainerState, "save_to_json", original)
+    half = Path(writes[-1]).parent
+    assert (half / "model.safetensors").is_file() and not (half / "trainer_state.json").exists()
+
+    with caplog.at_level(logging.INFO, logger="medheads"):
+        resumed = main(text_args(encoder_dir, train, out, tmp_path / "cache", *args))  # the same command again
+    assert f"Skipping the incomplete checkpoint {half}" in caplog.text
+    assert f"Resuming from {Path(writes[1]).parent}" in caplog.text
+    for key in ("eval_micro_f1", "eval_subset_accuracy", "eval_loss", "eval_macro_roc_auc"):
+        assert resumed[key] == pytest.approx(full[key], rel=1e-5), key
+    from safetensors.torch import load_file
+
+    a, b = (load_file(folder / "model.safetensors") for folder in (tmp_path / "full", out))
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
+def test_rerunning_into_a_finished_run_is_refused_and_overwrite_starts_clean(encoder_dir, tmp_path):
+    from medheads.training.text_classification import InputError, main
+
+    train = write_rows(tmp_path / "train.csv", captions(50))
+    out = tmp_path / "out"
+    common = text_args(encoder_dir, train, out, tmp_path / "cache", "--num_train_epochs", "2",
+                       "--test_split_percentage", "20")
+    first = main([*common, "--do_predict"])
+    assert "predict_micro_f1" in first and (out / "predict_results.txt").is_file()
+    before = (out / "all_results.json").read_bytes(), (out / "metrics.json").read_bytes()
+    with pytest.raises(InputError, match="already holds a finished run .*--overwrite_output_dir"):
+        main([*common, "--do_predict"])
+    assert ((out / "all_results.json").read_bytes(), (out / "metrics.json").read_bytes()) == before
+
+    again = main([*common, "--overwrite_output_dir"])  # a fresh run, this time without --do_predict
+    assert not any(key.startswith("predict_") for key in again)
+    assert not (out / "predict_results.txt").exists()
+    written = json.loads((out / "all_results.json").read_text())
+    assert not any(key.startswith("predict_") for key in written) and written["train_loss"] > 0
+    summary = json.loads((out / "metrics.json").read_text())["metrics"]
+    assert not any(key.startswith("predict_") for key in summary)
+
+
+def test_the_problem_type_is_inferred_from_the_labels(tmp_path, caplog):
+    from medheads.training.text_classification import (
+        MULTI_LABEL, SINGLE_LABEL, TextDataArguments, check_label_cells, infer_problem_type,
+    )
+
+    single = write_rows(tmp_path / "single.csv", [("a", "Surgery"), ("b", "Cardiovascular / Pulmonary")])
+    multi = write_rows(tmp_path / "multi.csv", [("a", "C1;C2"), ("b", "C1")])
+    assert infer_problem_type(TextDataArguments(train_file=str(single)))[0] == SINGLE_LABEL
+    problem, why = infer_problem_type(TextDataArguments(train_file=str(multi)))
+    assert problem == MULTI_LABEL and "separated by ';'" in why and "'C1;C2'" in why
+    problem, why = infer_problem_type(TextDataArguments(train_file=str(single), label_separator="/"))
+    assert problem == MULTI_LABEL and "--label_separator" in why
+    check_label_cells(TextDataArguments(train_file=str(single)), SINGLE_LABEL)  # '/' inside a class name is fine
+
+
+@pytest.mark.parametrize("separator", ["|", ","])
+def test_list_cells_under_another_separator_stop_with_the_flag_to_use(encoder_dir, tmp_path, separator):
+    from medheads.training.text_classification import InputError, main
+
+    train = write_rows(tmp_path / "train.csv", captions(60, separator))
+    for extra in (["--label_separator", ";"], ["--problem_type", "multi_label_classification"]):
+        with pytest.raises(InputError, match=rf"look like lists joined by '\{separator}'.*--label_separator "
+                                             rf"'\{separator}'"):
+            main(text_args(encoder_dir, train, tmp_path / "out", tmp_path / "cache", *extra))
+    # without any flag the cells hold no ';', so the run would be single-label on label combinations: refused too
+    with pytest.raises(InputError, match=r"several labels joined by .*single-label.*--problem_type "
+                                         r"multi_label_classification"):
+        main(text_args(encoder_dir, train, tmp_path / "out", tmp_path / "cache"))
+    assert not (tmp_path / "out").exists()
+
+
+def test_multi_label_cells_in_a_multi_class_run_name_the_problem_type(encoder_dir, tmp_path):
+    from medheads.training.text_classification import InputError, main
+
+    train = write_rows(tmp_path / "train.csv", captions(40, ";"))
+    with pytest.raises(InputError, match=r"several labels joined by ';'.*--problem_type multi_label_classification"):
+        main(text_args(encoder_dir, train, tmp_path / "out", tmp_path / "cache", "--problem_type",
+                       "single_label_classification"))
+
+
+def test_a_chunk_length_above_the_encoder_is_an_input_error_before_training(encoder_dir, tmp_path):
+    from medheads.training.text_classification import InputError, main
+
+    train = write_rows(tmp_path / "train.csv", captions(20))
+    with pytest.raises(InputError, match="max_chunk_length` 1024 is more than the encoder takes .*at most 128"):
+        main(text_args(encoder_dir, train, tmp_path / "out", tmp_path / "cache", "--max_chunk_length", "1024"))
+    assert not (tmp_path / "cache").exists()  # stopped before any feature was computed
+
+
+@pytest.mark.skipif(not MTS.is_file(), reason=f"MTSamples not found under {DATA} (set MEDHEADS_DATA_DIR)")
+def test_mtsamples_without_problem_type_trains_single_label_and_reports_accuracy(encoder_dir, tmp_path, caplog):
+    import csv
+
+    from medheads.training.text_classification import main
+
+    with open(MTS, newline="") as handle:  # the real file's columns and labels, 12 + 4 notes of each specialty
+        rows = list(csv.DictReader(handle))
+    subset, taken = [], {}
+    for row in rows:
+        key = (row["medical_specialty"], row["split"])
+        if row["split"] in ("train", "validation") and taken.get(key, 0) < (12 if row["split"] == "train" else 4):
+            taken[key] = taken.get(key, 0) + 1
+            subset.append([row["transcription"][:600], row["medical_specialty"], row["split"]])
+    train = tmp_path / "mtsamples_subset.csv"
+    with open(train, "w", newline="") as handle:
+        csv.writer(handle).writerows([["transcription", "medical_specialty", "split"], *subset])
+    args = ["--model_name_or_path", str(encoder_dir), "--train_file", str(train), "--split_column_name", "split",
+            "--text_column_name", "transcription", "--label_column_name", "medical_specialty",
+            "--num_train_epochs", "2", "--output_dir", str(tmp_path / "out"), "--feature_cache_dir",
+            str(tmp_path / "cache"), "--head_hidden_sizes", "16", "--disable_tqdm", "true", "--use_cpu", "true",
+            "--do_train", "--do_eval"]
+    with caplog.at_level(logging.INFO, logger="medheads"):
+        results = main(args)
+    assert "Problem type: single_label_classification (inferred: every cell of column 'medical_specialty' holds " \
+           "one label" in caplog.text
+    assert 0 <= results["eval_accuracy"] <= 1 and "eval_micro_f1" not in results
+    config = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert config["problem_type"] == "single_label_classification" and config.get("thresholds") is None
+    assert len(config["id2label"]) == 6
+    explicit = main([*args, "--output_dir", str(tmp_path / "explicit"), "--problem_type",
+                     "single_label_classification"])  # later flags win
+    assert explicit["eval_accuracy"] == pytest.approx(results["eval_accuracy"])
+
+
+def test_ner_validation_without_entities_stops_before_training(encoder_dir, tmp_path):
+    from medheads.training.ner import NerInputError, main
+
+    train = tmp_path / "train.tsv"
+    train.write_text("breast\tB-Disease\ncancer\tI-Disease\n.\tO\n\nthe\tO\npain\tO\n")
+    dev = tmp_path / "dev.tsv"
+    dev.write_text("the\tO\npain\tO\n\nleft\tO\nlung\tO\n")
+    args = ["--model_name_or_path", str(encoder_dir), "--train_file", str(train), "--validation_file", str(dev),
+            "--output_dir", str(tmp_path / "out"), "--do_train", "--use_cpu", "true", "--disable_tqdm", "true"]
+    with pytest.raises(NerInputError, match=r"dev.tsv: the validation split has no entity .*--eval_strategy no"):
+        main(args)
+    assert not (tmp_path / "out").exists()
+
+
+def test_image_validation_with_one_class_stops_before_training(tmp_path):
+    from PIL import Image
+
+    from medheads.training.image_classification import ArgumentError, run
+
+    root = tmp_path / "images"
+    for split, classes in (("train", ("normal", "pneumonia")), ("val", ("normal",))):
+        for c, name in enumerate(classes):
+            (root / split / name).mkdir(parents=True)
+            for i in range(4):
+                Image.fromarray(np.full((16, 16), 60 + 120 * c, dtype=np.uint8)).save(root / split / name / f"{i}.png")
+    args = ["--train_dir", str(root / "train"), "--validation_dir", str(root / "val"), "--class_names",
+            "normal,pneumonia", "--image_size", "16", "--patch_size", "8", "--vit_hidden_size", "16", "--vit_layers",
+            "1", "--vit_heads", "2", "--do_train", "--output_dir", str(tmp_path / "out"), "--use_cpu", "true",
+            "--disable_tqdm", "true", "--report_to", "none"]
+    with pytest.raises(ArgumentError, match=r"holds only class \['normal'\].*--metric_for_best_model accuracy"):
+        run(args)
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").glob("checkpoint-*"))

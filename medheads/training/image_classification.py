@@ -778,6 +778,29 @@ def confusion(labels: Sequence[int], logits: np.ndarray, num_classes: int) -> li
                             labels=np.arange(num_classes)).tolist()
 
 
+def check_computable_metrics(data: "ImageData", training_args) -> None:
+    """ROC AUC needs both positives and negatives: with a one-class validation split, model selection by
+    `roc_auc` would fail only after the first epoch (`KeyError 'eval_roc_auc'`), so stop before training; a one-class
+    test split only loses its ROC AUC, which is said in the log (the metric is left out, not made up)."""
+    metric = (training_args.metric_for_best_model or "").removeprefix("eval_")
+    for split in ("validation", "test"):
+        if split not in data.splits:
+            continue
+        present = sorted(set(data.splits[split]["labels"]))
+        if len(present) > 1:
+            continue
+        only = [data.class_names[i] for i in present]
+        selects = (split == "validation" and metric == "roc_auc" and training_args.do_train
+                   and training_args.eval_strategy != "no")
+        if selects:
+            raise ArgumentError(
+                f"The validation split ({data.sources.get(split) or split}) holds only class {only}: ROC AUC, the "
+                "metric that picks the best checkpoint, cannot be computed on it. Use validation data with both "
+                "classes, or pass --metric_for_best_model accuracy.")
+        logger.warning("The %s split holds only class %s: ROC AUC cannot be computed on it and is left out of its "
+                       "metrics.", split, only)
+
+
 def main_metric(num_classes: int) -> str:
     return "roc_auc" if num_classes == 2 else "accuracy"
 
@@ -887,6 +910,7 @@ def run(args: Sequence[str] | None = None) -> dict:
     if "metric_for_best_model" not in given:
         training_args.metric_for_best_model = metric
         training_args.greater_is_better = True
+    check_computable_metrics(data, training_args)
     training_args.remove_unused_columns = False  # the on-the-fly transform needs the image column
     if "validation" not in data.splits and training_args.eval_strategy != "no":
         logger.warning("No validation data (--train_val_split 0): training without evaluation or best-model "

@@ -389,6 +389,23 @@ def encoder_config_of(config):
     return config.encoder_config if is_saved_token_classifier(config) else config
 
 
+def check_entities(splits: dict, training_args) -> None:
+    """Span F1 needs gold entities: a validation split (model selection, --do_eval) or a test split (--do_predict)
+    whose tags are all `O` would train a full epoch and then have no span metric; stop before training instead."""
+    uses = {"validation": training_args.do_eval or (training_args.do_train and training_args.eval_strategy != "no"),
+            "test": training_args.do_predict}
+    for name, used in uses.items():
+        split = splits.get(name)
+        if not used or split is None:
+            continue
+        if not any(tag != "O" for tags in split.tags for tag in tags):
+            raise NerInputError(
+                f"{split.source}: the {name} split has no entity (every tag is O), so span precision, recall and F1 "
+                "cannot be computed" + (" and no best checkpoint can be chosen" if name == "validation" else "") +
+                f": use {name} data with entities" + (", or --eval_strategy no --load_best_model_at_end false to "
+                                                      "train without evaluation" if name == "validation" else ""))
+
+
 def check_encoder_config(config, path: str) -> None:
     """Refuse configs that are not text encoders, with what to pass instead."""
     model_type = str(getattr(config, "model_type", ""))
@@ -738,6 +755,7 @@ def run(model_args: ModelArguments, data_args: NerDataArguments, training_args: 
     for name in ("validation", "test"):
         if name in splits:
             check_known_labels(splits[name], label_list, known_from, data_args.label_column_name)
+    check_entities(splits, training_args)
     label2id = {label: i for i, label in enumerate(label_list)}
     logger.info("%d labels: %s", len(label_list), ", ".join(label_list))
 
