@@ -57,6 +57,7 @@ class Args:
         self.overwrite_output_dir = overwrite_output_dir
         self.resume_from_checkpoint = resume_from_checkpoint
         self.process_index = 0
+        self.max_steps, self.num_train_epochs = -1, 3.0
 
 
 def fake_checkpoint(folder: Path, complete: bool) -> Path:
@@ -535,6 +536,9 @@ def test_multi_label_cells_in_a_multi_class_run_name_the_problem_type(encoder_di
     with pytest.raises(InputError, match=r"several labels joined by ';'.*--problem_type multi_label_classification"):
         main(text_args(encoder_dir, train, tmp_path / "out", tmp_path / "cache", "--problem_type",
                        "single_label_classification"))
+    with pytest.raises(InputError, match=r"--label_separator ';' splits multi-label cells, but this is a single-label"):
+        main(text_args(encoder_dir, train, tmp_path / "out", tmp_path / "cache", "--problem_type",
+                       "single_label_classification", "--label_separator", ";"))
 
 
 def test_a_chunk_length_above_the_encoder_is_an_input_error_before_training(encoder_dir, tmp_path):
@@ -613,3 +617,14 @@ def test_image_validation_with_one_class_stops_before_training(tmp_path):
     with pytest.raises(ArgumentError, match=r"holds only class \['normal'\].*--metric_for_best_model accuracy"):
         run(args)
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").glob("checkpoint-*"))
+
+
+def test_a_run_that_stopped_after_its_last_checkpoint_is_not_resumed_with_zero_steps(tmp_path):
+    folder = fake_checkpoint(tmp_path / "out" / "checkpoint-8", complete=True)
+    (folder / "trainer_state.json").write_text(json.dumps({"global_step": 8, "max_steps": 8, "num_train_epochs": 2}))
+    args = Args(tmp_path / "out")
+    args.max_steps, args.num_train_epochs = -1, 2.0
+    with pytest.raises(ValueError, match=r"already finished the training \(step 8 of 8\).*0 steps"):
+        prepare_output_dir(args, ValueError)
+    args.num_train_epochs = 4.0  # asking for more epochs continues the run
+    prepare_output_dir(args, ValueError)

@@ -184,7 +184,11 @@ def prepare_output_dir(training_args: TrainingArguments, error: type[Exception] 
                             len(removed), output_dir, ", ".join(removed[:8]) + (", ..." if len(removed) > 8 else ""))
         return
     marker = finished_run_marker(output_dir)
-    if marker is None or (training_args.do_train and training_args.resume_from_checkpoint):
+    if training_args.do_train and training_args.resume_from_checkpoint:
+        return
+    if marker is None:
+        if training_args.do_train:
+            _refuse_empty_resume(output_dir, training_args, error)
         return
     if training_args.do_train:
         raise error(f"--output_dir {output_dir} already holds a finished run ({marker.name}); re-running into it "
@@ -193,6 +197,30 @@ def prepare_output_dir(training_args: TrainingArguments, error: type[Exception] 
     raise error(f"--output_dir {output_dir} holds a finished run ({marker.name}) whose run summary would be "
                 "overwritten by this evaluation: write the results to another --output_dir (or pass "
                 "--overwrite_output_dir to replace that run's outputs).")
+
+
+def _refuse_empty_resume(output_dir: Path, training_args: TrainingArguments, error: type[Exception]) -> None:
+    """A run that finished training but stopped before writing its results (e.g. during the final evaluation) leaves
+    a last checkpoint at the final step: resuming from it would train 0 steps and report `train_loss` 0."""
+    import math
+
+    last = last_complete_checkpoint(output_dir, set_aside=False)
+    if last is None:
+        return
+    try:
+        state = json.loads((Path(last) / "trainer_state.json").read_text(encoding="utf-8"))
+        step, max_steps, epochs = int(state["global_step"]), int(state["max_steps"]), int(state["num_train_epochs"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return
+    if training_args.max_steps and training_args.max_steps > 0:
+        done = step >= training_args.max_steps
+    else:
+        done = step >= max_steps and math.ceil(training_args.num_train_epochs) <= epochs
+    if done:
+        raise error(f"--output_dir {output_dir}: its last checkpoint ({Path(last).name}) already finished the training "
+                    f"(step {step} of {max_steps}) but the run stopped before writing its results, so resuming would "
+                    f"train 0 steps. Evaluate that checkpoint (--model_name_or_path {last} --do_eval, with another "
+                    "--output_dir), raise --num_train_epochs to train further, or pass --overwrite_output_dir.")
 
 
 def clear_run_outputs(output_dir: str | os.PathLike) -> list[str]:

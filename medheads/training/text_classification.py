@@ -498,6 +498,9 @@ def resolve_arguments(model_args: ModelArguments, data_args: TextDataArguments,
         problem_type, reason = infer_problem_type(data_args)
         logger.info("Problem type: %s (inferred: %s; pass --problem_type to choose).", problem_type, reason)
     data_args.problem_type = problem_type
+    if problem_type == SINGLE_LABEL and data_args.label_separator is not None:
+        raise InputError(f"--label_separator {data_args.label_separator!r} splits multi-label cells, but this is a "
+                         "single-label run: drop it, or pass --problem_type multi_label_classification.")
     if problem_type == MULTI_LABEL and data_args.label_separator is None:
         data_args.label_separator = ";"
     if data_args.tune_thresholds is None:
