@@ -254,12 +254,10 @@ def _file_problems(model_dir: Path, names: list[str]) -> list[str]:
         path = model_dir / name
         if not os.path.lexists(path):
             continue
-        if path.is_symlink():
-            target = path.resolve()
-            if root not in target.parents:
-                problems.append(f"{name} is a link to {os.readlink(path)}, outside the model folder: only files "
-                                "inside it are published; copy the file in if it belongs to the model")
-                continue
+        if root not in path.resolve().parents:  # the file, or a folder on its way, links out of the model folder
+            problems.append(f"{name} is a link to {path.resolve()}, outside the model folder: only files inside it "
+                            "are published; copy the file in if it belongs to the model")
+            continue
         if not path.is_file():
             problems.append(f"{name} is not a regular file")
             continue
