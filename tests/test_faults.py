@@ -628,3 +628,14 @@ def test_a_run_that_stopped_after_its_last_checkpoint_is_not_resumed_with_zero_s
         prepare_output_dir(args, ValueError)
     args.num_train_epochs = 4.0  # asking for more epochs continues the run
     prepare_output_dir(args, ValueError)
+
+
+def test_class_names_that_contain_a_separator_character_are_not_taken_for_lists(tmp_path):
+    from medheads.training.text_classification import SINGLE_LABEL, TextDataArguments, check_label_cells
+
+    names = ["Neoplasms, malignant", "Neoplasms", "Fracture", "Infection | viral"]
+    data = write_rows(tmp_path / "d.csv", [(f"text {i}", names[i % 4]) for i in range(12)])
+    check_label_cells(TextDataArguments(train_file=str(data)), SINGLE_LABEL)  # no error
+    lists = write_rows(tmp_path / "l.csv", [("a", "A|B"), ("b", "A"), ("c", "B"), ("d", "C")])
+    with pytest.raises(Exception, match=r"several labels joined by '\|'"):
+        check_label_cells(TextDataArguments(train_file=str(lists)), SINGLE_LABEL)

@@ -575,14 +575,18 @@ def infer_problem_type(data_args: TextDataArguments) -> tuple[str, str]:
 def _list_like(labels: set[str], separator: str) -> tuple[list[str], set[str]] | None:
     """Labels that look like lists joined by `separator`: (examples, pieces), or None.
 
-    A label containing `separator` counts as a list when its pieces are labels on their own elsewhere, or when the
-    pieces are fewer than the combinations (17 labels combined into 46 cells)."""
-    compound = sorted(label for label in labels if len([p for p in label.split(separator) if p.strip()]) >= 2)
+    Labels containing `separator` count as lists when there are fewer distinct pieces than combinations (17 labels
+    combined into 46 cells), or when most of them consist only of pieces that are labels on their own elsewhere
+    (`A|B` beside `A` and `B`). A class name that merely contains the character (`Neoplasms, malignant`) does not.
+    """
+    split = {label: [p.strip() for p in label.split(separator) if p.strip()] for label in labels}
+    compound = sorted(label for label, parts in split.items() if len(parts) >= 2)
     if not compound:
         return None
-    pieces = {p.strip() for label in compound for p in label.split(separator) if p.strip()}
+    pieces = {p for label in compound for p in split[label]}
     standalone = labels - set(compound)
-    if pieces & standalone or len(pieces) < len(compound):
+    decomposable = sum(all(p in standalone for p in split[label]) for label in compound)
+    if len(pieces) < len(compound) or decomposable * 2 > len(compound):
         return compound, pieces
     return None
 
