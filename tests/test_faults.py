@@ -616,6 +616,8 @@ def test_image_validation_with_one_class_stops_before_training(tmp_path):
             "--disable_tqdm", "true", "--report_to", "none"]
     with pytest.raises(ArgumentError, match=r"holds only class \['normal'\].*--metric_for_best_model accuracy"):
         run(args)
+    with pytest.raises(ArgumentError, match=r"--metric_for_best_model 'auc' is not reported .*roc_auc"):
+        run([*args, "--metric_for_best_model", "auc"])
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").glob("checkpoint-*"))
 
 
@@ -639,3 +641,12 @@ def test_class_names_that_contain_a_separator_character_are_not_taken_for_lists(
     lists = write_rows(tmp_path / "l.csv", [("a", "A|B"), ("b", "A"), ("c", "B"), ("d", "C")])
     with pytest.raises(Exception, match=r"several labels joined by '\|'"):
         check_label_cells(TextDataArguments(train_file=str(lists)), SINGLE_LABEL)
+
+
+def test_a_main_metric_the_evaluation_never_reports_is_refused_before_training(encoder_dir, tmp_path):
+    from medheads.training.text_classification import InputError, main
+
+    train = write_rows(tmp_path / "train.csv", captions(20))
+    with pytest.raises(InputError, match=r"--metric_for_best_model 'f1' is not reported .*micro_f1"):
+        main(text_args(encoder_dir, train, tmp_path / "out", tmp_path / "cache", "--metric_for_best_model", "f1"))
+    assert not (tmp_path / "cache").exists()

@@ -783,6 +783,13 @@ def check_computable_metrics(data: "ImageData", training_args) -> None:
     `roc_auc` would fail only after the first epoch (`KeyError 'eval_roc_auc'`), so stop before training; a one-class
     test split only loses its ROC AUC, which is said in the log (the metric is left out, not made up)."""
     metric = (training_args.metric_for_best_model or "").removeprefix("eval_")
+    if metric and training_args.do_train and training_args.eval_strategy != "no":
+        # what the per-epoch evaluation reports, from a made-up prediction where every class occurs
+        labels = list(range(len(data.class_names))) * 2
+        reported = {*image_metrics(labels, np.eye(len(data.class_names))[labels], data.class_names), "loss"}
+        if metric not in reported:
+            raise ArgumentError(f"--metric_for_best_model {training_args.metric_for_best_model!r} is not reported by "
+                                f"the evaluation; use one of: {', '.join(sorted(reported))}.")
     for split in ("validation", "test"):
         if split not in data.splits:
             continue

@@ -511,6 +511,7 @@ def resolve_arguments(model_args: ModelArguments, data_args: TextDataArguments,
     if getattr(training_args, "main_metric_from_default", False) or training_args.metric_for_best_model is None:
         training_args.metric_for_best_model = "micro_f1" if problem_type == MULTI_LABEL else "accuracy"
         training_args.greater_is_better = True
+    check_main_metric(training_args.metric_for_best_model, problem_type)
     if training_args.dataloader_pin_memory and training_args.device.type == "cpu":
         training_args.dataloader_pin_memory = False  # nothing to pin for; torch warns on every epoch otherwise
     parse_head_sizes(model_args.head_hidden_sizes)
@@ -631,6 +632,17 @@ def check_label_cells(data_args: TextDataArguments, problem_type: str) -> None:
                         f"{other!r} (e.g. {compound[0]!r}), but this is a single-label (multi-class) run. For "
                         f"multi-label data pass --problem_type multi_label_classification --label_separator "
                         f"{other!r}.")
+
+
+def check_main_metric(metric: str | None, problem_type: str) -> None:
+    """`--metric_for_best_model` must name a metric the per-epoch evaluation reports; otherwise the Trainer fails
+    with a KeyError only after the first epoch."""
+    if not metric:
+        return
+    names = (MULTILABEL_SUMMARY if problem_type == MULTI_LABEL else MULTICLASS_SUMMARY) + ("loss",)
+    if metric.removeprefix("eval_") not in names:
+        raise InputError(f"--metric_for_best_model {metric!r} is not reported by the evaluation of a {problem_type} "
+                         f"run; use one of: {', '.join(names)}.")
 
 
 def prepare_labels(splits: dict[str, list[dict]], problem_type: str, data_args: TextDataArguments,
