@@ -40,7 +40,7 @@ from .constants import (
 
 __all__ = [
     "PublishError", "PushError", "PublishArguments", "StagedRepo", "validate_model_dir", "build_model_card", "stage_model",
-    "push_staged", "publish", "parse_args", "main", "TEMPLATES_DIR",
+    "push_staged", "publish", "parse_args", "main", "TEMPLATES_DIR", "verify_staged", "safetensors_problem",
 ]
 
 PROG = "medheads publish"
@@ -196,8 +196,11 @@ def validate_model_dir(model_dir: str | os.PathLike) -> dict:
         if path.is_file() and re.search(r"^\s*(from\s+medheads[\s.]|import\s+medheads\b)", path.read_text(
                 encoding="utf-8"), flags=re.MULTILINE):
             problems.append(f"{name} imports medheads absolutely; remote code must use `from .x import` only")
-    _, weight_problems = _weight_files(model_dir)
+    weights, weight_problems = _weight_files(model_dir)
     problems += weight_problems
+    staged_names = [*(code_files(model_dir) if auto_map else []), *weights,
+                    *(f for f in (*TOKENIZER_FILES, *PROCESSOR_FILES, *RESULT_FILES) if os.path.lexists(model_dir / f))]
+    problems += _file_problems(model_dir, [CONFIG_NAME, *staged_names])
 
     tasks = {PIPELINE_TAGS[k] for k in auto_map if k in PIPELINE_TAGS}
     if tasks & IMAGE_TASKS:
@@ -214,6 +217,64 @@ def validate_model_dir(model_dir: str | os.PathLike) -> dict:
             + "\n".join(f"  - {p}" for p in problems) + f"\n{fix}"
         )
     return config
+
+
+def _file_problems(model_dir: Path, names: list[str]) -> list[str]:
+    """Problems with the files that would be staged: links or non-regular files (only regular files inside the model
+    folder are published: a link could smuggle in a file from elsewhere on the machine), JSON files that do not
+    parse, and safetensors files whose size disagrees with their header (truncated copies)."""
+    problems = []
+    root = model_dir.resolve()
+    for name in dict.fromkeys(names):
+        path = model_dir / name
+        if not os.path.lexists(path):
+            continue
+        if root not in path.resolve().parents:  # the file, or a folder on its way, links out of the model folder
+            problems.append(f"{name} is a link to {path.resolve()}, outside the model folder: only files inside it "
+                            "are published; copy the file in if it belongs to the model")
+            continue
+        if not path.is_file():
+            problems.append(f"{name} is not a regular file")
+            continue
+        if name.endswith(".json"):
+            try:
+                _read_json(path)
+            except (ValueError, UnicodeDecodeError) as e:
+                hint = ("re-save the tokenizer with `tokenizer.save_pretrained(dir)`" if name in TOKENIZER_FILES
+                        else "re-save it (or remove it if it is not needed)")
+                problems.append(f"{name} is not valid JSON ({type(e).__name__}: {e}); {hint}")
+        elif name.endswith(".safetensors"):
+            problem = safetensors_problem(path)
+            if problem:
+                problems.append(f"{name}: {problem}; re-save the model (`model.save_pretrained(dir)`)")
+    return problems
+
+
+def safetensors_problem(path: str | os.PathLike) -> str | None:
+    """Why the safetensors file at `path` cannot be loaded (truncated, bad header), or None. Reads the header only."""
+    import struct
+
+    path = Path(path)
+    size = path.stat().st_size
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+            if len(head) < 8:
+                return f"the file is truncated ({size} bytes, not even a header)"
+            (header_len,) = struct.unpack("<Q", head)
+            if header_len > size - 8:
+                return f"the file is truncated ({size} bytes; its header alone needs {header_len + 8})"
+            header = json.loads(f.read(header_len))
+    except (OSError, ValueError) as e:
+        return f"the header cannot be read ({type(e).__name__}: {e})"
+    if not isinstance(header, dict):
+        return "the header is not a JSON object"
+    ends = [entry["data_offsets"][1] for key, entry in header.items()
+            if key != "__metadata__" and isinstance(entry, dict) and "data_offsets" in entry]
+    expected = 8 + header_len + max(ends, default=0)
+    if size < expected:
+        return f"the file is truncated ({size} bytes, its header describes {expected})"
+    return None
 
 
 def validate_repo_id(repo_id: str) -> str:
@@ -436,13 +497,18 @@ def _prepare_staging_dir(staging_dir: str | os.PathLike | None, model_dir: Path,
 
 
 def stage_model(model_dir: str | os.PathLike, repo_id: str, staging_dir: str | os.PathLike | None = None,
-                revision: str | None = None, templates_dir: str | os.PathLike | None = None) -> StagedRepo:
+                revision: str | None = None, templates_dir: str | os.PathLike | None = None,
+                verify: bool = True) -> StagedRepo:
     """Validate ``model_dir`` and copy its publishable files (allow-list) into ``staging_dir``.
 
     ``staging_dir`` must not exist or be empty; None makes a fresh temp folder. The allow-list:
     config.json; the code files of :func:`code_files`; model.safetensors or the safetensors index and its
     shards; tokenizer files; preprocessor_config.json; metrics.json / all_results.json; README.md generated
     by :func:`build_model_card`, with the .png files it references. Everything else is skipped and listed.
+
+    With ``verify`` (the default), the staged folder is then proved loadable by :func:`verify_staged` (config,
+    weights and one forward pass, in a process where medheads cannot be imported). Any failure removes what was
+    staged, so a re-run starts clean.
     """
     model_dir = Path(model_dir)
     validate_repo_id(repo_id)
@@ -450,7 +516,22 @@ def stage_model(model_dir: str | os.PathLike, repo_id: str, staging_dir: str | o
     # The card is built before anything is written, so a run summary it cannot use leaves no half-staged folder.
     card = build_model_card(model_dir, repo_id, revision=revision, templates_dir=templates_dir)
     staging = _prepare_staging_dir(staging_dir, model_dir, repo_id)
+    try:
+        staged = _stage_files(model_dir, staging, config, card)
+        if verify:
+            verify_staged(staging, config)
+    except BaseException:
+        _clear_staging(staging)
+        raise
+    return staged
 
+
+def _clear_staging(staging: Path) -> None:
+    """Remove what staging wrote (the folder was new or empty before: nothing else is in it)."""
+    shutil.rmtree(staging, ignore_errors=True)
+
+
+def _stage_files(model_dir: Path, staging: Path, config: dict, card) -> StagedRepo:
     weights, _ = _weight_files(model_dir)
     names = [CONFIG_NAME, *code_files(model_dir), *weights]
     names += [f for f in (*TOKENIZER_FILES, *PROCESSOR_FILES, *RESULT_FILES) if (model_dir / f).is_file()]
@@ -482,7 +563,7 @@ def stage_model(model_dir: str | os.PathLike, repo_id: str, staging_dir: str | o
         if "://" in ref or ref.startswith("/"):
             continue
         src = (model_dir / ref).resolve()
-        if model_root in src.parents and src.is_file():
+        if model_root in src.parents and src.is_file() and not (model_dir / ref).is_symlink():
             (staging / ref).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, staging / ref)
 
@@ -491,6 +572,81 @@ def stage_model(model_dir: str | os.PathLike, repo_id: str, staging_dir: str | o
     skipped = sorted(p.name + ("/" if p.is_dir() else "") for p in model_dir.iterdir()
                      if p.name not in staged_tops and p.name != "README.md")
     return StagedRepo(folder=staging, files=files, scrubbed=scrubbed, skipped=skipped, config=config)
+
+
+# --------------------------------------------------------------------------------------------------- load check
+
+#: Run by :func:`verify_staged` in a fresh interpreter: load the staged folder as a user without medheads would.
+_VERIFY_SCRIPT = r"""
+import json, sys
+sys.modules["medheads"] = None  # what users have: the checkpoint's own code only
+folder, task = sys.argv[1], sys.argv[2]
+stage = "import"
+try:
+    import torch
+    import transformers
+    stage = "config.json"
+    config = transformers.AutoConfig.from_pretrained(folder, trust_remote_code=True)
+    stage = "weights"
+    auto = {"token-classification": transformers.AutoModelForTokenClassification,
+            "text-classification": transformers.AutoModelForSequenceClassification,
+            "image-classification": transformers.AutoModelForImageClassification}[task]
+    model = auto.from_pretrained(folder, trust_remote_code=True).eval()
+    if task == "image-classification":
+        stage = "image processor"
+        from PIL import Image
+        processor = transformers.AutoImageProcessor.from_pretrained(folder, trust_remote_code=True)
+        inputs = processor(images=Image.new("L", (64, 64), 128), return_tensors="pt")
+    else:
+        stage = "tokenizer"
+        tokenizer = transformers.AutoTokenizer.from_pretrained(folder, trust_remote_code=True)
+        inputs = tokenizer(["a short test sentence"], return_tensors="pt")
+    stage = "forward pass"
+    with torch.no_grad():
+        logits = model(**inputs).logits
+    if logits.shape[-1] != config.num_labels:
+        raise ValueError(f"logits have {logits.shape[-1]} columns, config.num_labels is {config.num_labels}")
+    if not bool(torch.isfinite(logits).all()):
+        raise ValueError("the logits of a dummy input are not finite")
+except Exception as error:
+    text = str(error).strip().splitlines()
+    print("\nVERIFY " + json.dumps({"ok": False, "stage": stage, "error": type(error).__name__ + ": " +
+                                  (text[0] if text else "")}))
+    sys.exit(1)
+print("\nVERIFY " + json.dumps({"ok": True, "model_class": type(model).__name__}))
+"""
+
+
+def verify_staged(staging: str | os.PathLike, config: dict | None = None, timeout: float = 600) -> dict:
+    """Prove the staged folder works for a user without medheads: in a fresh Python process where ``import medheads``
+    fails, load ``config.json`` (its values are validated by the config class), the weights (via the Auto class with
+    ``trust_remote_code``), the tokenizer or image processor, and run one forward pass on a dummy input. Raises ONE
+    :class:`PublishError` saying which step failed and why."""
+    import subprocess
+
+    staging = Path(staging)
+    config = config if config is not None else _read_json(staging / CONFIG_NAME)
+    task = next((PIPELINE_TAGS[k] for k in (config.get("auto_map") or {}) if k in PIPELINE_TAGS), None)
+    if task is None:
+        raise PublishError(f"{staging / CONFIG_NAME}: auto_map names no Auto class medheads publishes "
+                           f"({', '.join(PIPELINE_TAGS)}).")
+    with tempfile.TemporaryDirectory(prefix="medheads-verify-") as modules:
+        env = {**os.environ, "HF_MODULES_CACHE": modules, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error",
+               "PYTHONPATH": ""}
+        try:
+            done = subprocess.run([sys.executable, "-c", _VERIFY_SCRIPT, str(staging), task], capture_output=True,
+                                  text=True, env=env, cwd=modules, timeout=timeout, stdin=subprocess.DEVNULL)
+        except subprocess.TimeoutExpired:
+            raise PublishError(f"Loading the staged model took over {timeout:.0f} s; nothing was uploaded.") from None
+    lines = [line.split("VERIFY ", 1)[1] for line in done.stdout.splitlines() if "VERIFY {" in line]
+    result = json.loads(lines[-1]) if lines else {"ok": False, "stage": "start",
+                                                  "error": (done.stderr.strip().splitlines() or ["no output"])[-1]}
+    if not result.get("ok"):
+        raise PublishError(
+            f"The staged model does not load as a user without medheads would load it (step: {result['stage']}): "
+            f"{result['error']}. Nothing was uploaded and the staged copy was removed; fix the model folder "
+            "(re-save it with `model.save_pretrained(dir)`) and publish again.")
+    return result
 
 
 # --------------------------------------------------------------------------------------------------- push

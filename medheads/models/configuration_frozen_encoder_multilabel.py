@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from typing import Literal
 
 from transformers import AutoConfig, PreTrainedConfig
@@ -10,6 +11,32 @@ from transformers.configuration_utils import SubConfigSpec
 POOLINGS = ("cls", "mean", "max")
 ACTIVATIONS = ("relu", "gelu", "tanh", "silu")
 PROBLEM_TYPES = ("multi_label_classification", "single_label_classification")
+# Encoders whose position ids start after the padding index (position = padding_idx + 1 + i), so only
+# max_position_embeddings - pad_token_id - 1 positions are usable.
+PADDING_OFFSET_MODEL_TYPES = ("roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "roberta-prelayernorm",
+                              "data2vec-text", "ibert", "longformer", "mpnet", "luke", "markuplm", "esm")
+
+
+def usable_positions(encoder_config) -> int | None:
+    """How many tokens one encoder pass can take (None if the config does not say)."""
+    limit = getattr(encoder_config, "max_position_embeddings", None)
+    if not limit:
+        return None
+    if getattr(encoder_config, "model_type", "") in PADDING_OFFSET_MODEL_TYPES:
+        limit -= int(getattr(encoder_config, "pad_token_id", None) or 1) + 1
+    return int(limit)
+
+
+def check_text_encoder_config(encoder_config, model_name: str) -> None:
+    """A text model needs a text encoder: refuse image backbones (ViT, DeiT, ...) when the model is built, not at the
+    first forward pass."""
+    model_type = getattr(encoder_config, "model_type", "")
+    if getattr(encoder_config, "vocab_size", None) is None or (
+            hasattr(encoder_config, "patch_size") and hasattr(encoder_config, "num_channels")):
+        raise ValueError(
+            f"{model_name} needs a text encoder (BERT, RoBERTa, ModernBERT, ...), but the encoder config is a "
+            f"{model_type or 'model'} without a vocabulary (an image backbone?): for images use ViTPatchClassifier."
+        )
 
 
 class FrozenEncoderMultiLabelConfig(PreTrainedConfig):
@@ -89,16 +116,54 @@ class FrozenEncoderMultiLabelConfig(PreTrainedConfig):
                 f"feature_layer {self.feature_layer} is out of range for an encoder with {n} layers: "
                 f"use an index in [{-(n + 1)}, {n}] (0 = embeddings, -1 = last layer)."
             )
+        check_text_encoder_config(self.encoder_config, "FrozenEncoderMultiLabel")
         if self.max_chunk_length is not None and self.max_chunk_length < 2:
             raise ValueError(f"`max_chunk_length` must be at least 2 tokens, got {self.max_chunk_length}.")
+        limit = usable_positions(self.encoder_config)
+        if self.max_chunk_length is not None and limit is not None and self.max_chunk_length > limit:
+            raise ValueError(
+                f"`max_chunk_length` {self.max_chunk_length} is more than the encoder takes in one pass ({limit} "
+                f"positions, {self.encoder_config.model_type}): use at most {limit} (longer texts are split into "
+                "windows anyway)."
+            )
         self.validate_thresholds()
 
+    def __setattr__(self, key, value):
+        if key == "thresholds" and hasattr(value, "tolist"):  # numpy array / tensor: keep the config JSON-able
+            value = value.tolist()
+        if key == "thresholds" and self.__dict__.get("_post_init_done", False):
+            # a wrong value set after construction fails here, naming `thresholds`, not later in a tensor op
+            previous = self.__dict__.get("thresholds")
+            super().__setattr__(key, value)
+            try:
+                self.validate_thresholds()
+            except ValueError:
+                super().__setattr__(key, previous)
+                raise
+            return
+        super().__setattr__(key, value)
+
     def validate_thresholds(self):
+        """`thresholds` must be None, one probability, or one probability per label; ValueError otherwise."""
         thresholds = self.thresholds
         if thresholds is None:
             return
-        values = [thresholds] if isinstance(thresholds, (int, float)) else list(thresholds)
-        if not isinstance(thresholds, (int, float)) and len(values) != self.num_labels:
+        if isinstance(thresholds, bool) or isinstance(thresholds, (str, bytes, dict)):
+            raise ValueError(f"`thresholds` must be None, a float or a list of floats (one per label), got "
+                             f"{type(thresholds).__name__} {thresholds!r}.")
+        scalar = isinstance(thresholds, numbers.Real)
+        if not scalar and hasattr(thresholds, "tolist"):  # a numpy array or tensor
+            thresholds = thresholds.tolist()
+            scalar = isinstance(thresholds, numbers.Real)
+        try:
+            values = [thresholds] if scalar else list(thresholds)
+        except TypeError:
+            raise ValueError(f"`thresholds` must be None, a float or a list of floats (one per label), got "
+                             f"{type(thresholds).__name__}.") from None
+        bad = [v for v in values if isinstance(v, bool) or not isinstance(v, numbers.Real)]
+        if bad:
+            raise ValueError(f"`thresholds` must hold numbers, got {bad[0]!r} ({type(bad[0]).__name__}).")
+        if not scalar and len(values) != self.num_labels:
             raise ValueError(
                 f"`thresholds` has {len(values)} values but the model has {self.num_labels} labels: give one "
                 "threshold per label (in id2label order), a single float for all, or None for 0.5."
@@ -117,7 +182,7 @@ class FrozenEncoderMultiLabelConfig(PreTrainedConfig):
         """Token window of one encoder pass."""
         if self.max_chunk_length is not None:
             return int(self.max_chunk_length)
-        return int(min(getattr(self.encoder_config, "max_position_embeddings", 512) or 512, 512))
+        return int(min(usable_positions(self.encoder_config) or 512, 512))
 
 
-__all__ = ["FrozenEncoderMultiLabelConfig", "POOLINGS", "ACTIVATIONS"]
+__all__ = ["FrozenEncoderMultiLabelConfig", "POOLINGS", "ACTIVATIONS", "usable_positions", "check_text_encoder_config"]

@@ -64,6 +64,13 @@ class HiddenLayerTokenClassifierConfig(PreTrainedConfig):
         super().__post_init__(**kwargs)
         if self.id2label is not None and not self.label2id:
             self.label2id = {label: i for i, label in self.id2label.items()}
+        model_type = getattr(self.encoder_config, "model_type", "")
+        if getattr(self.encoder_config, "vocab_size", None) is None or (
+                hasattr(self.encoder_config, "patch_size") and hasattr(self.encoder_config, "num_channels")):
+            raise ValueError(
+                f"HiddenLayerTokenClassifier needs a text encoder (BERT, RoBERTa, ModernBERT, ...), but the encoder "
+                f"config is a {model_type or 'model'} without a vocabulary (an image backbone?)."
+            )
         if isinstance(self.hidden_layers, tuple):
             self.hidden_layers = list(self.hidden_layers)
         if self.layer_combination not in LAYER_COMBINATIONS:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import os
 
 import torch
 from torch import nn
@@ -89,6 +90,17 @@ def load_pretrained_encoder(name_or_path, role: str = "encoder", **load_kwargs) 
         raise ValueError(
             f"{str(name_or_path)!r} ({config.model_type}) is not a transformer {role}: its config has no "
             "num_hidden_layers / hidden_size."
+        )
+    is_image = hasattr(config, "image_size") and hasattr(config, "patch_size")
+    if role == "encoder" and (is_image or getattr(config, "vocab_size", None) is None):
+        raise ValueError(
+            f"{str(name_or_path)!r} ({config.model_type}) is an image backbone, not a text encoder: text models need "
+            "a text encoder such as BERT, RoBERTa or ModernBERT (images go to ViTPatchClassifier.from_backbone)."
+        )
+    if role == "backbone" and not is_image:
+        raise ValueError(
+            f"{str(name_or_path)!r} ({config.model_type}) is not a ViT-family image backbone (its config has no "
+            "image_size / patch_size): text encoders go to HiddenLayerTokenClassifier / FrozenEncoderMultiLabel."
         )
     return AutoModel.from_pretrained(name_or_path, **load_kwargs)
 
@@ -193,6 +205,23 @@ class MedheadsPreTrainedModel(PreTrainedModel):
                 f"its parameters require grad, e.g. after `model.{name}.requires_grad_(True)`. Call "
                 f"`model.unfreeze_encoder()` to train it, or `model.freeze_encoder()` to keep it frozen."
             )
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
+        """`PreTrainedModel.from_pretrained`; a weights file that cannot be read (truncated by an interrupted copy or
+        download) raises an `OSError` naming the file instead of safetensors' bare header error."""
+        try:
+            return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+        except Exception as error:
+            if type(error).__name__ != "SafetensorError":
+                raise
+            where = str(pretrained_model_name_or_path)
+            local = os.path.join(where, "model.safetensors")
+            name = local if os.path.isfile(local) else f"model.safetensors (or a shard) of {where!r}"
+            raise OSError(
+                f"{name} cannot be read: the file is truncated or corrupt ({error}). Download or copy it again, or "
+                "re-save the model with save_pretrained."
+            ) from error
 
     def train(self, mode: bool = True):
         super().train(mode)

@@ -234,12 +234,15 @@ class FrozenEncoderMultiLabel(FrozenEncoderMultiLabelPreTrainedModel):
 
     # -- prediction -------------------------------------------------------------------------------------------------
     def threshold_tensor(self, device=None) -> torch.Tensor:
+        self.config.validate_thresholds()  # names `thresholds` when they do not fit the labels
         thresholds = self.config.thresholds
         if thresholds is None:
             thresholds = 0.5
+        if hasattr(thresholds, "tolist"):
+            thresholds = thresholds.tolist()
         if isinstance(thresholds, (int, float)):
             thresholds = [float(thresholds)] * self.config.num_labels
-        return torch.tensor(thresholds, dtype=torch.float32, device=device)
+        return torch.tensor([float(t) for t in thresholds], dtype=torch.float32, device=device)
 
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
         if self.config.problem_type == "multi_label_classification":

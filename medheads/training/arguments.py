@@ -58,7 +58,9 @@ class MedheadsTrainingArguments(TrainingArguments):
     logging_steps: float = field(default=10, metadata={"help": "Log the training loss every N steps."})
     report_to: None | str | list[str] = field(default="none", metadata={"help": "Trackers: none, tensorboard, ..."})
     overwrite_output_dir: bool = field(
-        default=False, metadata={"help": "Start afresh even if output_dir holds checkpoints (else resume from them)."}
+        default=False, metadata={"help": "Start afresh: first remove the previous run's outputs (checkpoints, results, "
+                                         "plots, model files) from output_dir. Without it, checkpoints there are "
+                                         "resumed from and a finished run there is refused."}
     )
 
     def __post_init__(self):

@@ -13,6 +13,9 @@ import hashlib
 import json
 import logging
 import os
+import re
+import shutil
+import uuid
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Callable, Sequence
@@ -118,9 +121,10 @@ def cached_features(model, dataset: datasets.Dataset, collate_fn: Callable, *, f
     folder = Path(cache_dir or default_cache_dir()) / f"{feature_name}-{fingerprint}"
     context = training_args.main_process_first(desc=desc) if training_args is not None else nullcontext()
     with context:
-        if (folder / "dataset_info.json").exists():
+        cached = _load_entry(folder, len(dataset), feature_name)
+        if cached is not None:
             logger.info("Loading cached features from %s", folder)
-            return datasets.load_from_disk(str(folder)).with_format("torch")
+            return cached.with_format("torch")
         features = compute_features(model, dataset, collate_fn, batch_size=batch_size,
                                     length_column=length_column, desc=desc)
         columns = {feature_name: features}
@@ -131,11 +135,84 @@ def cached_features(model, dataset: datasets.Dataset, collate_fn: Callable, *, f
             schema[column] = dataset.features[column] if column in dataset.features else _value_type(values)
         table = datasets.Dataset.from_dict(columns, features=datasets.Features(schema))
         if training_args is None or training_args.process_index == 0:
-            tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
-            table.save_to_disk(str(tmp))
-            os.replace(tmp, folder) if not folder.exists() else None
-            logger.info("Saved features of %d examples to %s", len(table), folder)
+            _save_entry(table, folder)
     return table.with_format("torch")
+
+
+def _load_entry(folder: Path, expected_rows: int, feature_name: str) -> datasets.Dataset | None:
+    """The cache entry in `folder`, or None when there is none or it is unusable.
+
+    A damaged entry (truncated or unreadable files, wrong row count, missing column: a full disk, a copy cut short,
+    a crash outside medheads) is reported with a warning, moved out of the way and recomputed, never a pyarrow
+    traceback.
+    """
+    if not folder.exists():
+        return None
+    try:
+        table = datasets.load_from_disk(str(folder))
+        if feature_name not in table.column_names:
+            raise ValueError(f"no column {feature_name!r}")
+        if len(table) != expected_rows:
+            raise ValueError(f"{len(table)} rows, expected {expected_rows}")
+        table.data.validate(full=True)  # reads every buffer: a truncated arrow file fails here, not mid-training
+        return table
+    except Exception as error:  # noqa: BLE001 - any failure to read the entry means: recompute it
+        logger.warning("The feature cache entry %s is damaged (%s: %s); recomputing it.", folder,
+                       type(error).__name__, str(error).splitlines()[0] if str(error) else "")
+        _discard(folder)
+        return None
+
+
+def _discard(folder: Path) -> None:
+    """Remove `folder` safely even while another process may read or replace it: rename it first, then delete."""
+    trash = folder.with_name(f"{folder.name}.trash{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    try:
+        os.rename(folder, trash)
+    except OSError:
+        return  # already gone (another process discarded or replaced it)
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True
+    return True
+
+
+def _remove_stale_temporaries(folder: Path) -> None:
+    """Temporary copies (`<entry>.tmp<PID>-*`, `.trash<PID>-*`) left by processes that were killed mid-write."""
+    for path in folder.parent.glob(f"{folder.name}.*"):
+        match = re.fullmatch(re.escape(folder.name) + r"\.(?:tmp|trash)(\d+)(?:-\w+)?", path.name)
+        if match and int(match.group(1)) != os.getpid() and not _pid_alive(int(match.group(1))):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _save_entry(table: datasets.Dataset, folder: Path) -> None:
+    """Write `table` to `folder` atomically: save into a private temporary folder, then rename it into place.
+
+    Readers see either no entry or a complete one. When several processes compute the same entry at once, the first
+    rename wins and the others drop their copy (same key, same content), so no temporary folder is left behind.
+    """
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temporaries(folder)
+    tmp = folder.with_name(f"{folder.name}.tmp{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    try:
+        table.save_to_disk(str(tmp))
+        try:
+            os.rename(tmp, folder)  # atomic; fails if another process's entry is already in place
+        except OSError:
+            if not folder.exists():
+                raise
+            logger.info("Another process saved %s first; keeping its copy.", folder)
+            return
+        logger.info("Saved features of %d examples to %s", len(table), folder)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 __all__ = ["compute_features", "cached_features", "model_fingerprint", "default_cache_dir"]

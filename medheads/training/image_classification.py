@@ -47,6 +47,7 @@ from .common import (
     dataclass_dict, load_dataset_dict, resume_checkpoint, run_training_command, save_split_metrics, setup_logging,
     write_run_summary,
 )
+from .common import prepare_output_dir
 
 logger = logging.getLogger("medheads")
 
@@ -815,7 +816,10 @@ def build_model(model_args: ImageModelArguments, class_names: list[str], default
         if model_args.image_size and model_args.image_size != config.image_size:
             raise InputError(f"--model_name_or_path {path} was built for {config.image_size}px images; drop "
                                 f"--image_size {model_args.image_size} or start from its backbone.")
-        model = ViTPatchClassifier.from_pretrained(path, **model_args.hub_kwargs())
+        try:
+            model = ViTPatchClassifier.from_pretrained(path, **model_args.hub_kwargs())
+        except (OSError, ValueError) as error:  # a truncated weights file
+            raise InputError(f"--model_name_or_path {path}: {error}") from None
         if freeze_explicit and model_args.freeze_backbone != model.config.freeze_backbone:
             model.config.freeze_backbone = model_args.freeze_backbone
             model.backbone.requires_grad_(not model_args.freeze_backbone)
@@ -957,6 +961,36 @@ def confusion(labels: Sequence[int], logits: np.ndarray, num_classes: int) -> li
 
     return confusion_matrix(np.asarray(labels), np.asarray(logits).argmax(axis=1),
                             labels=np.arange(num_classes)).tolist()
+
+
+def check_computable_metrics(data: "ImageData", training_args) -> None:
+    """ROC AUC needs both positives and negatives: with a one-class validation split, model selection by
+    `roc_auc` would fail only after the first epoch (`KeyError 'eval_roc_auc'`), so stop before training; a one-class
+    test split only loses its ROC AUC, which is said in the log (the metric is left out, not made up)."""
+    metric = (training_args.metric_for_best_model or "").removeprefix("eval_")
+    if metric and training_args.do_train and training_args.eval_strategy != "no":
+        # what the per-epoch evaluation reports, from a made-up prediction where every class occurs
+        labels = list(range(len(data.class_names))) * 2
+        reported = {*image_metrics(labels, np.eye(len(data.class_names))[labels], data.class_names), "loss"}
+        if metric not in reported:
+            raise InputError(f"--metric_for_best_model {training_args.metric_for_best_model!r} is not reported by "
+                                f"the evaluation; use one of: {', '.join(sorted(reported))}.")
+    for split in ("validation", "test"):
+        if split not in data.splits:
+            continue
+        present = sorted(set(data.splits[split]["labels"]))
+        if len(present) > 1:
+            continue
+        only = [data.class_names[i] for i in present]
+        selects = (split == "validation" and metric == "roc_auc" and training_args.do_train
+                   and training_args.eval_strategy != "no")
+        if selects:
+            raise InputError(
+                f"The validation split ({data.sources.get(split) or split}) holds only class {only}: ROC AUC, the "
+                "metric that picks the best checkpoint, cannot be computed on it. Use validation data with both "
+                "classes, or pass --metric_for_best_model accuracy.")
+        logger.warning("The %s split holds only class %s: ROC AUC cannot be computed on it and is left out of its "
+                       "metrics.", split, only)
 
 
 def main_metric(num_classes: int, problem_type: str = SINGLE_LABEL) -> str:
@@ -1156,6 +1190,7 @@ def run(model_args: ImageModelArguments, data_args: ImageDataArguments, training
     given = explicit
     setup_logging(training_args)
     check_arguments(model_args, data_args, training_args)
+    prepare_output_dir(training_args, InputError, model_args.model_name_or_path)
     set_seed(training_args.seed)
 
     # 1. Data and model: every input problem is raised here, before any training.
@@ -1183,6 +1218,8 @@ def run(model_args: ImageModelArguments, data_args: ImageDataArguments, training
     if "metric_for_best_model" not in given:
         training_args.metric_for_best_model = metric
         training_args.greater_is_better = problem_type != REGRESSION
+    if problem_type == SINGLE_LABEL:
+        check_computable_metrics(data, training_args)
     training_args.remove_unused_columns = False  # the on-the-fly transform needs the image column
     if "validation" not in data.splits and training_args.eval_strategy != "no":
         logger.warning("No validation data (--train_val_split 0): training without evaluation or best-model "

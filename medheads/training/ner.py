@@ -35,6 +35,7 @@ from .common import (
     dataclass_dict, load_dataset_dict, resume_checkpoint, run_training_command, save_split_metrics, setup_logging,
     write_run_summary,
 )
+from .common import prepare_output_dir
 
 logger = logging.getLogger("medheads.ner")
 
@@ -334,6 +335,23 @@ def encoder_config_of(config):
     return config.encoder_config if is_saved_token_classifier(config) else config
 
 
+def check_entities(splits: dict, training_args) -> None:
+    """Span F1 needs gold entities: a validation split (model selection, --do_eval) or a test split (--do_predict)
+    whose tags are all `O` would train a full epoch and then have no span metric; stop before training instead."""
+    uses = {"validation": training_args.do_eval or (training_args.do_train and training_args.eval_strategy != "no"),
+            "test": training_args.do_predict}
+    for name, used in uses.items():
+        split = splits.get(name)
+        if not used or split is None:
+            continue
+        if not any(tag != "O" for tags in split.tags for tag in tags):
+            raise InputError(
+                f"{split.source}: the {name} split has no entity (every tag is O), so span precision, recall and F1 "
+                "cannot be computed" + (" and no best checkpoint can be chosen" if name == "validation" else "") +
+                f": use {name} data with entities" + (", or --eval_strategy no --load_best_model_at_end false to "
+                                                      "train without evaluation" if name == "validation" else ""))
+
+
 def check_encoder_config(config, path: str) -> None:
     """Refuse configs that are not text encoders, with what to pass instead."""
     model_type = str(getattr(config, "model_type", ""))
@@ -393,7 +411,10 @@ def build_model(model_args: NerModelArguments, config, label_list: list[str] | N
     path = model_args.model_name_or_path
     load_kwargs = model_args.hub_kwargs()
     if is_saved_token_classifier(config):
-        model = HiddenLayerTokenClassifier.from_pretrained(path, **load_kwargs)
+        try:
+            model = HiddenLayerTokenClassifier.from_pretrained(path, **load_kwargs)
+        except (OSError, ValueError) as error:  # a truncated weights file
+            raise InputError(f"--model_name_or_path {path!r}: {error}") from None
         logger.info("Continuing from the saved model %s (hidden_layers=%s, layer_combination=%s; "
                     "--hidden_layers/--layer_combination/--classifier_dropout are taken from it).",
                     path, model.config.hidden_layers, model.config.layer_combination)
@@ -656,6 +677,7 @@ def run(model_args: NerModelArguments, data_args: NerDataArguments, training_arg
     # 1. Everything that can be wrong with the input, before any training.
     splits = load_splits(data_args, cache_dir=model_args.cache_dir, token=model_args.token)
     check_arguments(model_args, data_args, training_args, splits)
+    prepare_output_dir(training_args, InputError, model_args.model_name_or_path)
     config = load_model_config(model_args)
     check_encoder_config(config, model_args.model_name_or_path)
     encoder_config = encoder_config_of(config)
@@ -676,6 +698,7 @@ def run(model_args: NerModelArguments, data_args: NerDataArguments, training_arg
     for name in ("validation", "test"):
         if name in splits:
             check_known_labels(splits[name], label_list, known_from, data_args.label_column_name)
+    check_entities(splits, training_args)
     label2id = {label: i for i, label in enumerate(label_list)}
     logger.info("%d labels: %s", len(label_list), ", ".join(label_list))
 

@@ -40,6 +40,7 @@ from ..errors import InputError
 from ..metrics import sigmoid, softmax
 from .arguments import DataArguments, MedheadsTrainingArguments, ModelArguments
 from .common import dataclass_dict, resume_checkpoint, run_training_command, setup_logging, write_run_summary
+from .common import prepare_output_dir
 
 logger = logging.getLogger("medheads")
 
@@ -104,7 +105,9 @@ class TextDataArguments(DataArguments):
     problem_type: str | None = field(default=None, metadata={"help": (
         "multi_label_classification (several labels per text, separated by --label_separator; sigmoid per label) or "
         "single_label_classification (one class per text, a.k.a. multi_class; softmax). Default: the saved model's "
-        "when continuing, else multi_label_classification.")})
+        "when continuing, else inferred from the training file's label column (as transformers' "
+        "run_classification.py does): multi-label when --label_separator is given, a cell holds several labels "
+        "separated by ';' or cells are JSON lists; otherwise single-label. The choice and its reason are logged.")})
     label_separator: str | None = field(default=None, metadata={
         "help": "Separator of the labels in one multi-label cell. Default ';' for multi-label, unused for multi-class."})
     split_column_name: str | None = field(default=None, metadata={"help": (
@@ -364,7 +367,10 @@ def build_model(model_args: TextModelArguments, kind: str, problem_type: str, id
     from ..models.modeling_frozen_encoder_multilabel import FrozenEncoderMultiLabel
 
     if kind == "saved":
-        return FrozenEncoderMultiLabel.from_pretrained(model_args.model_name_or_path, **model_args.hub_kwargs())
+        try:
+            return FrozenEncoderMultiLabel.from_pretrained(model_args.model_name_or_path, **model_args.hub_kwargs())
+        except (OSError, ValueError) as error:  # a truncated weights file, a config out of range
+            raise InputError(f"--model_name_or_path {model_args.model_name_or_path!r}: {error}") from None
     try:
         return FrozenEncoderMultiLabel.from_encoder(
             model_args.model_name_or_path, pooling=model_args.pooling, feature_layer=model_args.feature_layer,
@@ -434,8 +440,13 @@ def resolve_arguments(model_args: TextModelArguments, data_args: TextDataArgumen
             raise InputError(f"--problem_type {problem_type} differs from the saved model's "
                              f"{saved_config.problem_type} ({model_args.model_name_or_path}).")
         problem_type = saved_config.problem_type
-    problem_type = problem_type or MULTI_LABEL
+    if problem_type is None:
+        problem_type, reason = infer_problem_type(data_args)
+        logger.info("Problem type: %s (inferred: %s; pass --problem_type to choose).", problem_type, reason)
     data_args.problem_type = problem_type
+    if problem_type == SINGLE_LABEL and data_args.label_separator is not None:
+        raise InputError(f"--label_separator {data_args.label_separator!r} splits multi-label cells, but this is a "
+                         "single-label run: drop it, or pass --problem_type multi_label_classification.")
     if problem_type == MULTI_LABEL and data_args.label_separator is None:
         data_args.label_separator = ";"
     if data_args.tune_thresholds is None:
@@ -446,6 +457,7 @@ def resolve_arguments(model_args: TextModelArguments, data_args: TextDataArgumen
     if getattr(training_args, "main_metric_from_default", False) or training_args.metric_for_best_model is None:
         training_args.metric_for_best_model = "micro_f1" if problem_type == MULTI_LABEL else "accuracy"
         training_args.greater_is_better = True
+    check_main_metric(training_args.metric_for_best_model, problem_type)
     if training_args.dataloader_pin_memory and training_args.device.type == "cpu":
         training_args.dataloader_pin_memory = False  # nothing to pin for; torch warns on every epoch otherwise
     parse_head_sizes(model_args.head_hidden_sizes)
@@ -460,6 +472,123 @@ def resolve_arguments(model_args: TextModelArguments, data_args: TextDataArgumen
     if not (training_args.do_train or training_args.do_eval or training_args.do_predict):
         raise InputError("Nothing to do: pass --do_train, --do_eval and/or --do_predict.")
     return problem_type
+
+
+#: Characters that separate labels in a list-like cell; checked against the separator in use (item: wrong separator).
+LIST_SEPARATORS = (";", ",", "|", "+")
+DEFAULT_SEPARATOR = ";"
+
+
+def label_cells(path: str | None, label_column: str) -> list | None:
+    """The raw cells of `label_column` in `path` (strings, or lists for JSON-lines lists); None when the file
+    cannot be read here (the real read then reports why)."""
+    from ..data import _cell_text, _table_records
+
+    if not path or not Path(path).is_file():
+        return None
+    try:
+        columns, records = _table_records(Path(path))
+    except DataFormatError:
+        return None
+    if label_column not in columns:
+        return None
+    return [value if isinstance(value := record.get(label_column), list) else _cell_text(value).strip()
+            for _, record in records]
+
+
+def infer_problem_type(data_args: TextDataArguments) -> tuple[str, str]:
+    """(problem type, why) from the training file's label column when --problem_type is not given.
+
+    Like transformers' run_classification.py (list-typed labels are multi-label, others single-label), for tables:
+    multi-label when --label_separator is given, when any cell holds several labels separated by ';' (the default
+    separator) or when cells are JSON lists; single-label when every row holds one label and no separator.
+    """
+    if data_args.label_separator is not None:
+        return MULTI_LABEL, f"--label_separator {data_args.label_separator!r} is given"
+    cells = label_cells(data_args.train_file, data_args.label_column_name)
+    if cells is None:
+        return SINGLE_LABEL, "no readable training file to look at"
+    lists = [cell for cell in cells if isinstance(cell, list)]
+    if lists:
+        return MULTI_LABEL, f"{len(lists)} of {len(cells)} label cells are JSON lists"
+    several = [cell for cell in cells if DEFAULT_SEPARATOR in cell]
+    if several:
+        return MULTI_LABEL, (f"{len(several)} of {len(cells)} cells of column {data_args.label_column_name!r} hold "
+                             f"several labels separated by {DEFAULT_SEPARATOR!r} (e.g. {several[0]!r})")
+    return SINGLE_LABEL, (f"every cell of column {data_args.label_column_name!r} holds one label and no "
+                          f"{DEFAULT_SEPARATOR!r} separator ({len(set(cells))} distinct labels)")
+
+
+def _list_like(labels: set[str], separator: str) -> tuple[list[str], set[str]] | None:
+    """Labels that look like lists joined by `separator`: (examples, pieces), or None.
+
+    Labels containing `separator` count as lists when there are fewer distinct pieces than combinations (17 labels
+    combined into 46 cells), or when most of them consist only of pieces that are labels on their own elsewhere
+    (`A|B` beside `A` and `B`). A class name that merely contains the character (`Neoplasms, malignant`) does not.
+    """
+    split = {label: [p.strip() for p in label.split(separator) if p.strip()] for label in labels}
+    compound = sorted(label for label, parts in split.items() if len(parts) >= 2)
+    if not compound:
+        return None
+    pieces = {p for label in compound for p in split[label]}
+    standalone = labels - set(compound)
+    decomposable = sum(all(p in standalone for p in split[label]) for label in compound)
+    if len(pieces) < len(compound) or decomposable * 2 > len(compound):
+        return compound, pieces
+    return None
+
+
+def check_label_cells(data_args: TextDataArguments, problem_type: str) -> None:
+    """Stop when label cells look like lists under another separator or problem type than the run uses.
+
+    Multi-label with separator s: cells joined by another separator (`A|B` while s is ';') would train on label
+    combinations instead of labels. Single-label: cells holding several labels (`A;B`) are multi-label data.
+    """
+    files = [(flag, path) for flag, path in (("--train_file", data_args.train_file),
+                                              ("--validation_file", data_args.validation_file),
+                                              ("--test_file", data_args.test_file)) if path]
+    column = data_args.label_column_name
+    for flag, path in files:
+        cells = label_cells(path, column)
+        if not cells:
+            continue
+        if problem_type == MULTI_LABEL:
+            separator = data_args.label_separator or DEFAULT_SEPARATOR
+            labels = {part.strip() for cell in cells for part in
+                      (cell if isinstance(cell, list) else cell.split(separator)) if part.strip()}
+            for other in LIST_SEPARATORS:
+                if other == separator:
+                    continue
+                found = _list_like(labels, other)
+                if found:
+                    compound, pieces = found
+                    raise InputError(
+                        f"{flag} {path}: {len(compound)} labels of column {column!r} look like lists joined by "
+                        f"{other!r}, not by the separator {separator!r} (e.g. {compound[0]!r}): the model would "
+                        f"learn label combinations instead of {len(pieces)} labels. Pass --label_separator "
+                        f"{other!r}.")
+        else:
+            labels = {cell for cell in cells if isinstance(cell, str) and cell}
+            for other in LIST_SEPARATORS:
+                found = _list_like(labels, other)
+                if found:
+                    compound, pieces = found
+                    raise InputError(
+                        f"{flag} {path}: {len(compound)} cells of column {column!r} hold several labels joined by "
+                        f"{other!r} (e.g. {compound[0]!r}), but this is a single-label (multi-class) run. For "
+                        f"multi-label data pass --problem_type multi_label_classification --label_separator "
+                        f"{other!r}.")
+
+
+def check_main_metric(metric: str | None, problem_type: str) -> None:
+    """`--metric_for_best_model` must name a metric the per-epoch evaluation reports; otherwise the Trainer fails
+    with a KeyError only after the first epoch."""
+    if not metric:
+        return
+    names = (MULTILABEL_SUMMARY if problem_type == MULTI_LABEL else MULTICLASS_SUMMARY) + ("loss",)
+    if metric.removeprefix("eval_") not in names:
+        raise InputError(f"--metric_for_best_model {metric!r} is not reported by the evaluation of a {problem_type} "
+                         f"run; use one of: {', '.join(names)}.")
 
 
 def prepare_labels(splits: dict[str, list[dict]], problem_type: str, data_args: TextDataArguments,
@@ -558,12 +687,14 @@ def run(model_args: TextModelArguments, data_args: TextDataArguments, training_a
                     model_args.model_name_or_path)
     problem_type = resolve_arguments(model_args, data_args, training_args, kind, saved_config)
     multi_label = problem_type == MULTI_LABEL
+    prepare_output_dir(training_args, InputError, model_args.model_name_or_path)
     if training_args.do_train and not data_args.train_file:
         raise InputError("--do_train needs --train_file.")
     if kind == "encoder" and not training_args.do_train:
         raise InputError(f"{model_args.model_name_or_path!r} is an encoder without a trained head: pass --do_train, "
                          "or a saved FrozenEncoderMultiLabel folder to evaluate.")
     tokenizer = load_tokenizer(model_args)
+    check_label_cells(data_args, problem_type)
     splits = load_splits(data_args, multi_label, training_args.seed)
     saved_labels = [saved_config.id2label[i] for i in range(saved_config.num_labels)] if saved_config else None
     labels = prepare_labels(splits, problem_type, data_args, saved_labels)
