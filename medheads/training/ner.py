@@ -765,6 +765,9 @@ def run(model_args: ModelArguments, data_args: NerDataArguments, training_args: 
     set_seed(training_args.seed)
     model = build_model(model_args, config, label_list)
     max_seq_length = resolve_max_seq_length(data_args.max_seq_length, tokenizer, encoder_config)
+    # The saved tokenizer states the window the model was trained on; the pipeline reads long texts in windows of
+    # this many tokens (context like training's, rather than the encoder's full 512 positions).
+    tokenizer.model_max_length = max_seq_length
     encoded = {name: encode_split(split, tokenizer, label2id, max_seq_length, data_args.label_all_tokens,
                                   training_args, data_args.preprocessing_num_workers)
                for name, split in splits.items()}
