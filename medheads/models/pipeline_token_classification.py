@@ -6,9 +6,11 @@ with three changes, all about raw text:
 
 * **Words are the text's own words.** A word is a whitespace-delimited piece of the input, with opening brackets and
   quotes split off its start and closing punctuation (`.,;:!?)]}` and quotes) split off its end; so "IL-2", "NF-kappa"
-  or "Ca2+" stay one word even though the tokenizer splits them at the hyphen or plus sign. The `first`, `average`
-  and `max` strategies decide per word, as the model was trained (every sub-token of a training word carries the
-  word's label), and every entity's `word` is the exact slice `text[start:end]` (case kept).
+  or "Ca2+" stay one word even though the tokenizer splits them at the hyphen or plus sign. Every strategy decides
+  per word, as the model was trained (every sub-token of a training word carries the word's label): `first`,
+  `average` and `max` as in transformers, and `simple` gives a word's later pieces its first piece's entity (so a
+  word is never split; entity scores are the mean over the entity's tokens). Every entity's `word` is the exact
+  slice `text[start:end]` (case kept). `none` returns each token with its own prediction.
 * **Long texts are tagged whole.** A text longer than the encoder's window is cut into overlapping windows (`stride`
   tokens of overlap, default a quarter of the window); every token's scores are taken from the window where it sits
   farthest from an edge, and entities are built once over the whole text. No truncation, no warning; an explicit
@@ -166,12 +168,33 @@ class MedheadsTokenClassificationPipeline(TokenClassificationPipeline):
                 "is_subword": word >= 0 and word == previous_word,
             })
             previous_word = word
+        if aggregation_strategy == AggregationStrategy.SIMPLE:
+            grouped = self.group_entities(self._continue_inside_words(pre_entities))
+        else:
+            grouped = self.aggregate(pre_entities, aggregation_strategy)
         entities = [
-            entity for entity in self.aggregate(pre_entities, aggregation_strategy)
+            entity for entity in grouped
             if entity.get("entity", None) not in ignore_labels and entity.get("entity_group", None) not in ignore_labels
         ]
         for entity in entities:
             entity["word"] = sentence[entity["start"]:entity["end"]]
+        return entities
+
+    def _continue_inside_words(self, pre_entities):
+        """Token entities for the `simple` strategy, which never splits a word of the text: the later pieces of a word
+        take its first piece's entity (`I-` of its type, or `O`), each scored by its own probability of that label;
+        tokens of consecutive words are grouped as usual."""
+        entities = self.aggregate(pre_entities, AggregationStrategy.NONE)
+        label2id = self.model.config.label2id
+        first = None
+        for entity, pre_entity in zip(entities, pre_entities):
+            if not pre_entity["is_subword"] or first is None:
+                first = entity["entity"]
+                continue
+            label = first if first == "O" or "-" not in first else "I-" + first.split("-", 1)[1]
+            if label in label2id:
+                entity["entity"] = label
+                entity["score"] = pre_entity["scores"][label2id[label]]
         return entities
 
     @staticmethod
