@@ -341,3 +341,12 @@ def test_eval_pipeline_script_without_medheads(sample_run):
     # window less well than a pretrained encoder does; the real-data runs in the README hold documents to 1 point.)
     documents = report["pipeline"]["documents of 40 sentences, default call"]
     assert documents["recall"] > 0.6 * report["pipeline"]["sentences, default call"]["recall"], documents
+
+
+def test_pre_split_words_still_work(ner_folder):
+    ner = lookup_pipeline(ner_folder)
+    words = ["IL-2", "gene", "expression", "requires", "NF-kappa", "B", "activation"]
+    entities, = ner(words, is_split_into_words=True)  # transformers returns one list per pre-split text
+    text = " ".join(words)
+    assert [(e["start"], e["end"]) for e in entities] == [(0, 4), (30, 40)]
+    assert [text[e["start"]:e["end"]] for e in entities] == ["IL-2", "NF-kappa B"]
