@@ -350,3 +350,15 @@ def test_pre_split_words_still_work(ner_folder):
     text = " ".join(words)
     assert [(e["start"], e["end"]) for e in entities] == [(0, 4), (30, 40)]
     assert [text[e["start"]:e["end"]] for e in entities] == ["IL-2", "NF-kappa B"]
+
+
+def test_pipeline_save_pretrained_keeps_the_declaration(ner_folder, tmp_path):
+    import json
+
+    for ner in (pipeline("ner", model=str(ner_folder), trust_remote_code=True),  # the folder's own class
+                pipeline("medheads-token-classification", model=str(ner_folder))):  # medheads' registered class
+        target = tmp_path / type(ner).__module__.split(".")[0]
+        ner.save_pretrained(target)
+        config = json.loads((target / "config.json").read_text())
+        assert set(config["custom_pipelines"]) == {"ner", "token-classification"}
+        assert (target / "pipeline_token_classification.py").is_file()
