@@ -218,6 +218,7 @@ def test_default_call_returns_the_thresholded_decision(text_folder):
     everything = classify(TEXTS[0], top_k=None)
     assert len(everything) == 4 and {row["label"] for row in everything} == set(CUI_LABELS.values())
     assert classify(TEXTS[0], top_k=2) == everything[:2]  # the stock meaning of top_k
+    assert classify(TEXTS[0], function_to_apply="softmax")[0]["label"] == everything[0]["label"]  # stock top-1
     model.config.thresholds = 1.0
     model.save_pretrained(folder)
     assert pipeline("text-classification", model=str(folder), trust_remote_code=True)(TEXTS[0]) == []

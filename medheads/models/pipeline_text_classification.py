@@ -68,7 +68,11 @@ class MedheadsTextClassificationPipeline(TextClassificationPipeline):
 
     def _returns_decision(self, call_kwargs: dict) -> bool:
         """A multi-label model called without `top_k` (here or when the pipeline was built) returns its decision."""
-        return self.multi_label and "top_k" not in call_kwargs and "top_k" not in self._postprocess_params
+        function = call_kwargs.get("function_to_apply", self._postprocess_params.get("function_to_apply"))
+        if isinstance(function, str):
+            function = ClassificationFunction[function.upper()]
+        return (self.multi_label and "top_k" not in call_kwargs and "top_k" not in self._postprocess_params
+                and function in (None, ClassificationFunction.SIGMOID))
 
     def __call__(self, inputs, **kwargs):
         texts = [inputs] if isinstance(inputs, (str, dict)) else inputs
