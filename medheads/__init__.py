@@ -4,6 +4,11 @@ Importing the package registers every config with `AutoConfig` and every model w
 with `AutoModel`), and
 marks the classes for `auto_map`, so `save_pretrained` writes a folder that loads anywhere with
 `trust_remote_code=True`, medheads installed or not.
+
+The pipelines ship with each checkpoint (`config.custom_pipelines`: the stock `pipeline("ner" | "token-classification"
+| "text-classification", model=..., trust_remote_code=True)` runs them). Importing medheads also registers them with
+transformers' `PIPELINE_REGISTRY` under their own task names (`medheads-token-classification`,
+`medheads-text-classification`), so they can be built by name for any model; the stock task names are left alone.
 """
 
 from transformers import (
@@ -20,6 +25,8 @@ from .models.configuration_vit_patch_classifier import ViTPatchClassifierConfig
 from .models.modeling_frozen_encoder_multilabel import FrozenEncoderMultiLabel
 from .models.modeling_hidden_layer_token_classifier import HiddenLayerTokenClassifier
 from .models.modeling_vit_patch_classifier import ViTPatchClassifier
+from .models.pipeline_text_classification import MedheadsTextClassificationPipeline
+from .models.pipeline_token_classification import MedheadsTokenClassificationPipeline
 
 __version__ = "0.1.0"
 
@@ -32,6 +39,12 @@ MODELS = (
     (ViTPatchClassifierConfig, ViTPatchClassifier, AutoModelForImageClassification, "image-classification"),
 )
 
+# (task name in PIPELINE_REGISTRY, pipeline class, Auto class)
+PIPELINES = (
+    ("medheads-token-classification", MedheadsTokenClassificationPipeline, AutoModelForTokenClassification),
+    ("medheads-text-classification", MedheadsTextClassificationPipeline, AutoModelForSequenceClassification),
+)
+
 
 def _register() -> None:
     for config_class, model_class, auto_class, _ in MODELS:
@@ -42,6 +55,13 @@ def _register() -> None:
         AutoModel.register(config_class, model_class, exist_ok=True)
         config_class.register_for_auto_class()
         model_class.register_for_auto_class(auto_class.__name__)
+    from transformers.pipelines import PIPELINE_REGISTRY
+
+    for task, pipeline_class, auto_class in PIPELINES:
+        PIPELINE_REGISTRY.register_pipeline(task, pipeline_class=pipeline_class, pt_model=auto_class, type="text")
+        # register_pipeline marks the class so that Pipeline.save_pretrained would replace config.custom_pipelines
+        # with this one task name; the model's own save already writes the declaration (and copies the code).
+        del pipeline_class._registered_impl
 
 
 _register()
@@ -60,5 +80,6 @@ __all__ = [
     "HiddenLayerTokenClassifierConfig", "HiddenLayerTokenClassifier",
     "FrozenEncoderMultiLabelConfig", "FrozenEncoderMultiLabel",
     "ViTPatchClassifierConfig", "ViTPatchClassifier",
-    "MODELS",
+    "MedheadsTokenClassificationPipeline", "MedheadsTextClassificationPipeline",
+    "MODELS", "PIPELINES",
 ]

@@ -32,6 +32,7 @@ from sklearn.metrics import (
 )
 
 __all__ = [
+    "detokenize", "tag_spans", "char_spans", "char_span_metrics", "pipeline_char_span_metrics",
     "classification_metrics",
     "metric_key",
     "multiclass_metrics",
@@ -423,3 +424,87 @@ def classification_metrics(
     if aucs:
         metrics["roc_auc"] = float(np.mean(aucs))
     return metrics
+
+
+# ------------------------------------------------------------------------------ NER on raw text (character spans)
+
+OPENING_PUNCTUATION = "([{"
+CLOSING_PUNCTUATION = ".,;:!?)]}"
+JOINING_PUNCTUATION = "-/"
+
+
+def detokenize(words: Sequence[str], attach: str = JOINING_PUNCTUATION) -> tuple[str, list[tuple[int, int]]]:
+    """Raw text from a sentence's words, and each word's character span in it.
+
+    Words are joined by one space, except: no space before a word made only of closing punctuation (``cells .``
+    -> ``cells.``), none after one made only of opening brackets (``( IL-2`` -> ``(IL-2``), and none on either side
+    of a word in ``attach`` (default hyphen and slash: ``ataxia - telangiectasia`` -> ``ataxia-telangiectasia``),
+    as the words were written before the corpus was tokenized.
+    """
+    text, offsets = "", []
+    previous = None
+    for word in words:
+        glue = previous is not None and not (
+            (word and all(c in CLOSING_PUNCTUATION for c in word))
+            or (previous and all(c in OPENING_PUNCTUATION for c in previous))
+            or word in attach or previous in attach)
+        if glue:
+            text += " "
+        offsets.append((len(text), len(text) + len(word)))
+        text += word
+        previous = word
+    return text, offsets
+
+
+def tag_spans(tags: Sequence[str]) -> list[tuple[int, int, str]]:
+    """``(first word, last word + 1, type)`` of each entity in IOB tags, as seqeval's default (conlleval) mode reads
+    them: an entity starts at ``B-X``, or at ``I-X`` after anything but ``B-X``/``I-X``."""
+    spans, start, kind = [], None, None
+    for i, tag in enumerate(list(tags) + ["O"]):
+        prefix, _, name = tag.partition("-") if tag != "O" else ("O", "", "")
+        if kind is not None and (prefix in ("O", "B") or name != kind):
+            spans.append((start, i, kind))
+            kind = None
+        if prefix in ("B", "I") and kind is None:
+            start, kind = i, name
+    return spans
+
+
+def char_spans(tags: Sequence[str], offsets: Sequence[tuple[int, int]], shift: int = 0) -> set[tuple[int, int, str]]:
+    """Gold entities of one sentence as ``(start, end, type)`` character spans of its detokenized text."""
+    return {(offsets[a][0] + shift, offsets[b - 1][1] + shift, kind) for a, b, kind in tag_spans(tags)}
+
+
+def char_span_metrics(gold: Sequence[set], predicted: Sequence[set]) -> dict[str, float]:
+    """Exact-match micro precision, recall and F1 over ``(start, end, type)`` character spans (one set per text)."""
+    if len(gold) != len(predicted):
+        raise ValueError(f"{len(gold)} gold texts but {len(predicted)} predicted")
+    tp = sum(len(g & p) for g, p in zip(gold, predicted))
+    n_gold, n_pred = sum(map(len, gold)), sum(map(len, predicted))
+    precision = tp / n_pred if n_pred else 0.0
+    recall = tp / n_gold if n_gold else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"precision": float(precision), "recall": float(recall), "f1": float(f1),
+            "gold_spans": float(n_gold), "predicted_spans": float(n_pred)}
+
+
+def pipeline_char_span_metrics(ner, sentences: Sequence[Sequence[str]], tags: Sequence[Sequence[str]],
+                               sentences_per_text: int = 1, batch_size: int = 16, **call_kwargs) -> dict[str, float]:
+    """Run an ``ner`` pipeline on the detokenized raw text of `sentences` (``sentences_per_text`` of them joined by
+    a space into one text) and score its entities as exact character spans against the gold IOB `tags`."""
+    texts, gold = [], []
+    for first in range(0, len(sentences), sentences_per_text):
+        text, spans = "", set()
+        for words, sentence_tags in zip(sentences[first:first + sentences_per_text],
+                                        tags[first:first + sentences_per_text]):
+            if text:
+                text += " "
+            sentence, offsets = detokenize(words)
+            spans |= char_spans(sentence_tags, offsets, shift=len(text))
+            text += sentence
+        texts.append(text)
+        gold.append(spans)
+    outputs = ner(texts, batch_size=batch_size, **call_kwargs) if texts else []
+    predicted = [{(int(e["start"]), int(e["end"]), e.get("entity_group") or e.get("entity", "").partition("-")[2])
+                  for e in entities} for entities in outputs]
+    return char_span_metrics(gold, predicted)

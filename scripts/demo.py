@@ -55,7 +55,7 @@ def steps(data: str, data_dir: Path, out: Path, encoder: str) -> list[dict]:
              script="train_ner.py", args=["--model_name_or_path", encoder, *ner_files, "--hidden_layers", "4",
                                           "--per_device_train_batch_size", "16", "--learning_rate", "2e-4",
                                           *ner_extra, *common],
-             example="IL-2 gene expression requires NF-kappa B activation in human T cells ."),
+             example="IL-2 gene expression requires NF-kappa B activation in human T cells."),
         dict(name="captions", title="FrozenEncoderMultiLabel: radiology caption -> UMLS CUIs, frozen MiniLM",
              task="text-classification", script="train_text_classifier.py",
              args=["--model_name_or_path", encoder, *caption_files, "--text_column_name", "caption",
@@ -80,13 +80,24 @@ import numpy as np
 from PIL import Image
 from transformers import pipeline
 folder, task, example, image_file = sys.argv[1:5]
+LONG_NOTE = ["The beta-2-microglobulin levels rose in monocytes after stimulation with IL-4.",
+             "TNF-alpha and p53 regulate c-myc mRNA levels in erythroid cells.",
+             "Activation of the IL-2 receptor alpha chain was blocked by cyclosporin A in Jurkat T cells."]
 pipe = pipeline(task, model=folder, trust_remote_code=True)
 if task == "ner":
-    out = pipe(example, aggregation_strategy="first")  # words are labelled by their first sub-token
-    shown = [f"{e['word']} -> {e['entity_group']} ({e['score']:.2f})" for e in out]
+    out = pipe(example)  # the default call: whole entities, exact offsets, `word` = text[start:end]
+    shown = [f"{e['word']} -> {e['entity_group']} ({e['score']:.2f}, chars {e['start']}-{e['end']})" for e in out]
+    long_text = " ".join([example, *LONG_NOTE] * 6)  # longer than the encoder's 512-token window
+    entities = pipe(long_text)  # the same default call: read in overlapping windows, tagged to the end
+    tokens = len(pipe.tokenizer(long_text, verbose=False)["input_ids"])
+    last = entities[-1] if entities else None
+    shown.append(f"a {len(long_text)}-character text ({tokens} tokens): {len(entities)} entities" + (
+        f", the last {last['word']!r} ({last['entity_group']}) at chars {last['start']}-{last['end']}" if last else ""))
 elif task == "text-classification":
-    out = pipe(example, top_k=None)
-    shown = [f"{r['label']}: {r['score']:.2f}" for r in out[:5]]
+    decision = pipe(example)  # the default call: the labels whose probability reaches their threshold
+    shown = ["decision " + json.dumps([f"{r['label']} ({r['score']:.2f})" for r in decision])]
+    out = pipe(example, top_k=None)  # every label with its probability
+    shown.append("top 3 of all labels (top_k=None): " + ", ".join(f"{r['label']}: {r['score']:.2f}" for r in out[:3]))
 else:
     arrays = np.load(image_file)
     key = "val_images" if "val_images" in arrays else "train_images"
@@ -132,7 +143,7 @@ def main(argv=None) -> int:
     print("\n" + "=" * 100 + "\nmedheads demo: every folder below was reloaded in a fresh process without medheads "
           "(pipeline(..., trust_remote_code=True))\n" + "=" * 100)
     for step, out, seconds, loaded, metrics in summary:
-        wanted = {"ner": ("eval_f1", "eval_macro_f1"), "captions": ("eval_micro_f1", "eval_macro_f1",
+        wanted = {"ner": ("eval_f1", "eval_macro_f1", "eval_pipeline_char_f1"), "captions": ("eval_micro_f1", "eval_macro_f1",
                                                                  "eval_subset_accuracy"),
                   "xray": ("eval_accuracy", "eval_roc_auc")}[step["name"]]
         keys = [k for k in wanted if k in metrics]
@@ -141,7 +152,7 @@ def main(argv=None) -> int:
         print("  validation: " + ", ".join(f"{k[5:]}={metrics[k]:.3f}" for k in keys))
         if step["example"]:
             print(textwrap.indent(textwrap.fill(f"input: {step['example']}", 96), "  "))
-        print("  pipeline: " + "; ".join(loaded["shown"]))
+        print(textwrap.indent("pipeline: " + "\n  ".join(loaded["shown"]), "  "))
     return 0
 
 

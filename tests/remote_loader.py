@@ -55,7 +55,12 @@ for kind, item in spec.items():
     else:
         image = Image.fromarray(np.array(item["image"], dtype=np.uint8), mode="L")  # a grayscale X-ray
         output = pipe(image)
+    default = pipe(item["text"]) if kind != "image" else None  # the default call, what users type first
+    long_default = pipe(item["long_text"]) if item.get("long_text") else None
     result[kind] = {
+        "pipeline_class": f"{type(pipe).__module__}.{type(pipe).__name__}",
+        "default_call": json.loads(json.dumps(default, default=float)),
+        "long_default_call": json.loads(json.dumps(long_default, default=float)),
         "config_class": type(config).__name__,
         "model_class": type(model).__name__,
         "model_module": type(model).__module__,

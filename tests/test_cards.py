@@ -77,7 +77,7 @@ def build_token(folder: Path, tokenizer, base: str | None = None) -> dict:
                                          "word_accuracy": 0.9312, "loss": 0.2345},
                                 {"protein": (0.71, 0.74, 0.7247, 120), "cell_type": (0.62, 0.58, 0.5994, 40)}, 180),
                **_split_metrics("predict", {"f1": 0.68554321, "precision": 0.6712, "recall": 0.7004,
-                                            "macro_f1": 0.6201, "word_accuracy": 0.9203, "loss": 0.2512},
+                                            "pipeline_char_f1": 0.6811, "macro_f1": 0.6201, "word_accuracy": 0.9203, "loss": 0.2512},
                                 {"protein": (0.69, 0.72, 0.7047, 130), "cell_type": (0.60, 0.55, 0.5739, 45)}, 190)}
     summary = {"script": "train_ner.py", "plots": ["training_curves.png", "f1_per_type_test.png",
                                                    "confusion_matrix_test.png"], "metrics": metrics,
@@ -210,6 +210,9 @@ def test_token_classifier_card(folders):
     assert "for 3 epochs" in text and "1,200 sentences" in text
     assert "- training: `train.tsv` (JNLPBA)" in text and "- test: `test.tsv` (JNLPBA)" in text
     assert "| Span F1 (micro) | 0.7012 | 0.6855 |" in text and "| sentences | 180 | 190 |" in text
+    # what the shipped pipeline scores on the raw sentences, beside seqeval's word-level numbers
+    assert "| Pipeline on raw text: exact character-span F1 | - | 0.6811 |" in text
+    assert 'pipeline("ner", model="org/tiny"' in text and "aggregation_strategy=" not in text.split("```python")[1]
     assert "| protein | 0.6900 | 0.7200 | 0.7047 | 130 |" in text
     assert "| cell_type | 0.6000 | 0.5500 | 0.5739 | 45 |" in text
     assert "Not for clinical use" in text and "GENIA" in text

@@ -88,7 +88,8 @@ def test_stage_allow_list_and_scrubbing(text_model_dir, tmp_path):
     files = set(staged.files)
     code = set(code_files(text_model_dir))
     assert code == {"configuration_frozen_encoder_multilabel.py", "modeling_frozen_encoder_multilabel.py",
-                    "modeling_common.py"}  # auto_map's modules + what they import with `from .x import`
+                    "modeling_common.py", "pipeline_text_classification.py"}  # auto_map's and custom_pipelines'
+    # modules + what they import with `from .x import`
     assert files == {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "metrics.json",
                      "README.md", "loss.png", *code}
     assert sorted(staged.skipped) == sorted(JUNK)
@@ -288,7 +289,7 @@ CLIENT = textwrap.dedent(
     spec = json.load(open(sys.argv[1]))
     AUTO = {"token": AutoModelForTokenClassification, "text": AutoModelForSequenceClassification,
             "image": AutoModelForImageClassification}
-    TASK = {"token": "token-classification", "text": "text-classification", "image": "image-classification"}
+    TASK = {"token": "ner", "text": "text-classification", "image": "image-classification"}
     out = {"medheads_importable": medheads_importable, "sys_path_has_repo": any(p == spec["repo_root"] for p in sys.path)}
     for kind, item in spec["models"].items():
         pin = dict(revision=item["revision"], trust_remote_code=True)
@@ -304,7 +305,10 @@ CLIENT = textwrap.dedent(
             result = pipe(item["text"], top_k=None)
         else:
             result = pipe(item["text"], aggregation_strategy="simple")
+        default = pipe(item["text"]) if kind != "image" else None  # the text pipelines' default call
         out[kind] = {"config_class": type(config).__name__, "model_class": type(model).__name__,
+                     "pipeline_class": f"{type(pipe).__module__}.{type(pipe).__name__}",
+                     "default_call": json.loads(json.dumps(default, default=float)),
                      "model_module": type(model).__module__, "logits": logits.tolist(),
                      "pipeline": json.loads(json.dumps(result, default=float)),
                      "pipeline_class": type(pipe).__module__ + "." + type(pipe).__name__}
@@ -358,9 +362,19 @@ def test_end_to_end_publish_serve_load_without_medheads(tmp_path, tiny_tokenizer
 
     token = result["token"]["pipeline"]
     assert isinstance(token, list) and all({"entity_group", "score", "word", "start", "end"} <= set(e) for e in token)
+    for kind, name in (("token", "MedheadsTokenClassificationPipeline"), ("text", "MedheadsTextClassificationPipeline")):
+        # the pipeline code came from the repo (config.custom_pipelines), not from transformers or medheads
+        assert result[kind]["pipeline_class"].startswith("transformers_modules") and \
+            result[kind]["pipeline_class"].endswith(name), result[kind]["pipeline_class"]
+    for entity in result["token"]["default_call"]:
+        assert entity["word"] == TEXT[entity["start"]:entity["end"]]
     by_label = {row["label"]: row["score"] for row in result["text"]["pipeline"]}
     sigmoid = torch.sigmoid(expected["text"][0])
     assert by_label == pytest.approx({CUI_LABELS[i]: float(sigmoid[i]) for i in CUI_LABELS}, abs=1e-5)
+    thresholds = models["text"].config.thresholds or 0.5
+    thresholds = [thresholds] * len(CUI_LABELS) if isinstance(thresholds, float) else thresholds
+    decided = [CUI_LABELS[i] for i in CUI_LABELS if float(sigmoid[i]) >= thresholds[i]]
+    assert sorted(row["label"] for row in result["text"]["default_call"]) == sorted(decided)
     image_out = result["image"]["pipeline"]
     # the image pipeline that ships in the repo (custom_pipelines), fetched by Hub id with its image reader
     assert result["image"]["pipeline_class"].startswith("transformers_modules.")

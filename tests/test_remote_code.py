@@ -18,6 +18,7 @@ from medheads import (
 
 TEXT = "the patient has breast cancer and il-2 receptor expression in t cells"
 LOADER = Path(__file__).with_name("remote_loader.py")
+LONG_REPEATS = 30
 
 
 def build_saved_models(root: Path, tokenizer) -> tuple[dict, dict]:
@@ -46,6 +47,8 @@ def build_saved_models(root: Path, tokenizer) -> tuple[dict, dict]:
         else:
             spec[kind].update(input_ids=encoded["input_ids"].tolist(),
                               attention_mask=encoded["attention_mask"].tolist(), text=TEXT)
+            if kind == "token":
+                spec[kind]["long_text"] = " ".join([TEXT] * LONG_REPEATS)  # ~8 windows of the tokenizer's 64
     return spec, models
 
 
@@ -105,6 +108,23 @@ def check_pipeline_outputs(result, models, expected):
     by_label = {row["label"]: row["score"] for row in text}
     for index, label in CUI_LABELS.items():  # multi-label: independent sigmoids, not a softmax
         assert by_label[label] == pytest.approx(float(sigmoid[index]), abs=1e-5)
+
+    for kind in ("token", "text"):  # the checkpoint's own pipeline (config.custom_pipelines) ran
+        assert result[kind]["pipeline_class"].startswith("transformers_modules"), result[kind]["pipeline_class"]
+    for entity in result["token"]["default_call"]:
+        assert entity["word"] == TEXT[entity["start"]:entity["end"]]
+    if result["token"]["long_default_call"] is not None:  # tagged to the end, not truncated at the window
+        long_text = " ".join([TEXT] * LONG_REPEATS)
+        ends = [entity["end"] for entity in result["token"]["long_default_call"]]
+        assert all(entity["word"] == long_text[entity["start"]:entity["end"]]
+                   for entity in result["token"]["long_default_call"])
+        last_copy = len(long_text) - len(TEXT)
+        assert any(end > last_copy for end in ends) == any(e["end"] > 0 for e in result["token"]["default_call"])
+    thresholds = models["text"].config.thresholds
+    decided = {CUI_LABELS[i] for i in CUI_LABELS if float(sigmoid[i]) >= thresholds[i]}
+    assert {row["label"] for row in result["text"]["default_call"]} == decided
+    scores = [row["score"] for row in result["text"]["default_call"]]
+    assert scores == sorted(scores, reverse=True)
 
     image = result["image"]["pipeline"]
     assert {row["label"] for row in image} == set(IMAGE_LABELS.values())

@@ -255,7 +255,10 @@ INDEX_METRICS = {
 INDEX_METRICS["image_multi_label"] = INDEX_METRICS["multi_label"]
 #: Further rows of the results table (not in the model-index).
 EXTRA_METRICS = {
-    "token": [("macro_precision", "Span precision (macro)"), ("macro_recall", "Span recall (macro)"),
+    "token": [("pipeline_char_f1", "Pipeline on raw text: exact character-span F1"),
+              ("pipeline_char_precision", "Pipeline on raw text: character-span precision"),
+              ("pipeline_char_recall", "Pipeline on raw text: character-span recall"),
+              ("macro_precision", "Span precision (macro)"), ("macro_recall", "Span recall (macro)"),
               ("word_macro_f1", "Word-level macro F1 (entity tags)"), ("loss", "Loss")],
     "multi_label": [("micro_precision", "Micro precision"), ("micro_recall", "Micro recall"),
                     ("hamming_loss", "Hamming loss"), ("threshold_05_micro_f1", "Micro F1 at threshold 0.5"),

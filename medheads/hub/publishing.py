@@ -95,7 +95,7 @@ def _auto_map_modules(auto_map: dict) -> tuple[list[str], list[str]]:
 
 
 def code_files(model_dir: str | os.PathLike) -> list[str]:
-    """The ``.py`` files remote code needs: the modules ``auto_map`` names plus, recursively, the modules they
+    """The ``.py`` files remote code needs: the modules ``auto_map`` and ``custom_pipelines`` name plus, recursively, the modules they
     import with ``from .x import`` / ``import .x``, found with transformers' own ``get_relative_imports`` (what
     its remote-code loader uses, so the two agree). Missing files are listed too; :func:`validate_model_dir`
     reports them."""
@@ -104,6 +104,11 @@ def code_files(model_dir: str | os.PathLike) -> list[str]:
     model_dir = Path(model_dir)
     config = _read_json(model_dir / CONFIG_NAME)
     modules, _ = _auto_map_modules(config.get("auto_map") or {})
+    # The pipelines `custom_pipelines` names (`{"ner": {"impl": "module.Class", ...}}`) are remote code too.
+    for info in (config.get("custom_pipelines") or {}).values():
+        impl = info.get("impl") if isinstance(info, dict) else None
+        if isinstance(impl, str) and "." in impl and "--" not in impl and impl.rsplit(".", 1)[0] not in modules:
+            modules.append(impl.rsplit(".", 1)[0])
     names = [f"{module.replace('.', '/')}.py" for module in modules]
     i = 0
     while i < len(names):  # breadth-first over relative imports; `names` grows as we go

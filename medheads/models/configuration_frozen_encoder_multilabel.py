@@ -8,6 +8,11 @@ from typing import Literal
 from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
+# The pipeline ships with the checkpoint: save_pretrained copies the modules imported here by single-dot imports into
+# the folder, and `custom_pipelines` (set in __post_init__) makes the stock `pipeline(task, ...,
+# trust_remote_code=True)` run it.
+from .pipeline_text_classification import custom_pipelines
+
 POOLINGS = ("cls", "mean", "max")
 ACTIVATIONS = ("relu", "gelu", "tanh", "silu")
 PROBLEM_TYPES = ("multi_label_classification", "single_label_classification")
@@ -97,6 +102,8 @@ class FrozenEncoderMultiLabelConfig(PreTrainedConfig):
         if self.problem_type is None:
             self.problem_type = "multi_label_classification"
         super().__post_init__(**kwargs)
+        if not getattr(self, "custom_pipelines", None):
+            self.custom_pipelines = custom_pipelines()
         if self.id2label is not None and not self.label2id:
             self.label2id = {label: i for i, label in self.id2label.items()}
         self.head_hidden_sizes = [int(size) for size in self.head_hidden_sizes]

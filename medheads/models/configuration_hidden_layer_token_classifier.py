@@ -7,6 +7,11 @@ from typing import Literal
 from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
+# The pipeline ships with the checkpoint: save_pretrained copies the modules imported here by single-dot imports into
+# the folder, and `custom_pipelines` (set in __post_init__) makes the stock `pipeline(task, ...,
+# trust_remote_code=True)` run it.
+from .pipeline_token_classification import custom_pipelines
+
 LAYER_COMBINATIONS = ("concat", "mean", "scalar_mix")
 
 
@@ -62,6 +67,8 @@ class HiddenLayerTokenClassifierConfig(PreTrainedConfig):
         if isinstance(self.encoder_config, dict) and "model_type" not in self.encoder_config:
             raise ValueError("`encoder_config` is a dict without `model_type`: pass a config object or its to_dict().")
         super().__post_init__(**kwargs)
+        if not getattr(self, "custom_pipelines", None):
+            self.custom_pipelines = custom_pipelines()
         if self.id2label is not None and not self.label2id:
             self.label2id = {label: i for i, label in self.id2label.items()}
         model_type = getattr(self.encoder_config, "model_type", "")

@@ -7,13 +7,17 @@ Modelled on transformers' `examples/pytorch/token-classification/run_ner.py`: th
 * data from CoNLL/IOB files (`token<TAB>label`), JSON lines, or a `datasets` dataset (Hub id or `save_to_disk`
   folder), with one clear error for a malformed line, an unknown label or a bad model path, before training starts;
 * the head reads one hidden layer or a mix of several (`--hidden_layers -1,-2,-3,-4 --layer_combination concat`);
+* every sub-token is trained (later sub-tokens carry the I- tag of the word's type), so the pieces the tokenizer cuts
+  a word like "IL-2" into at inference all know their entity;
 * metrics are computed on *words* (the first sub-token's prediction of each word; words cut off by
-  `--max_seq_length` count as predicted `O`): span-level seqeval micro / macro / per type, and word level;
+  `--max_seq_length` count as predicted `O`): span-level seqeval micro / macro / per type, and word level; beside
+  them, the model's own pipeline is run on the raw (detokenized) sentences and scored on exact character spans
+  (`*_pipeline_char_f1`), the number a user of `pipeline("ner", ...)` gets;
 * reports in `output_dir`: `classification_report.txt`, `validation_errors.txt` / `test_errors.txt` (each sentence
   with a mistake as TOKEN / GOLD / PRED columns), `validation_predictions.tsv` / `test_predictions.tsv`,
   `metrics.json`, and plots (per-type F1, training curves, word-level confusion matrix over entity types);
 * the output folder is a complete pipeline folder (model with its remote code + tokenizer):
-  `pipeline("ner", model=output_dir, trust_remote_code=True, aggregation_strategy="simple")`.
+  `pipeline("ner", model=output_dir, trust_remote_code=True)`.
 
 Runs unchanged under `accelerate launch` / `torchrun`: files are written by the main process only.
 """
@@ -87,9 +91,16 @@ class NerDataArguments(DataArguments):
     max_seq_length: int | None = field(default=None, metadata={
         "help": "Sub-tokens per sentence after tokenization, special tokens included (default: the tokenizer's and "
                 "encoder's limit, at most 512). Words beyond it are not seen by the model and count as 'O'."})
-    label_all_tokens: bool = field(default=False, metadata={
-        "help": "Train on every sub-token of a word (B- becomes I- after the first) instead of only the first "
-                "(-100 on the rest). Predictions are always read from each word's first sub-token."})
+    label_all_tokens: bool = field(default=True, metadata={
+        "help": "Train on every sub-token of a word, later sub-tokens carrying the I- tag of the word's type (the "
+                "default: the pipeline on raw text splits words like 'IL-2' into pieces at the hyphen, and every "
+                "piece must know its entity). --label_all_tokens false trains first sub-tokens only (-100 on the "
+                "rest). The word-level metrics always read each word's first sub-token."})
+    pipeline_metrics: bool = field(default=True, metadata={
+        "help": "Also run the model's own ner pipeline on the raw text of the validation / test sentences "
+                "(detokenized: 'cells .' -> 'cells.', 'ataxia - telangiectasia' -> 'ataxia-telangiectasia') and "
+                "report its exact character-span precision / recall / F1 (eval_pipeline_char_f1, "
+                "predict_pipeline_char_f1) beside seqeval's word-level scores."})
     seqeval_strict: bool = field(default=False, metadata={
         "help": "Score spans with seqeval's strict IOB2 mode (default: conlleval-compatible mode, as in the seed "
                 "baseline)."})
@@ -547,6 +558,21 @@ class NerMetrics:
 # --------------------------------------------------------------------------------------------------------------------
 
 
+def pipeline_char_metrics(model, tokenizer, split: NerSplit, prefix: str, batch_size: int = 16) -> dict[str, float]:
+    """The shipped pipeline's exact character-span P/R/F1 on the split's detokenized raw sentences (default call:
+    aggregation "first", long sentences windowed), as `<prefix>_pipeline_char_{precision,recall,f1}`."""
+    from ..metrics import pipeline_char_span_metrics
+    from ..models.pipeline_token_classification import MedheadsTokenClassificationPipeline
+
+    model.eval()
+    ner = MedheadsTokenClassificationPipeline(model=model, tokenizer=tokenizer)
+    scores = pipeline_char_span_metrics(ner, split.tokens, split.tags, batch_size=batch_size)
+    logger.info("%s: pipeline on raw sentences, exact character spans: P %.4f R %.4f F1 %.4f", split.source,
+                scores["precision"], scores["recall"], scores["f1"])
+    return {f"{prefix}_pipeline_char_{key}": value for key, value in scores.items()
+            if key in ("precision", "recall", "f1")}
+
+
 def write_predictions_tsv(path: Path, tokens, gold, pred) -> Path:
     """`token<TAB>gold<TAB>pred` lines, a blank line between sentences."""
     blocks = ["\n".join(f"{t}\t{g}\t{p}" for t, g, p in zip(*sentence)) for sentence in zip(tokens, gold, pred)]
@@ -705,6 +731,9 @@ def run(model_args: NerModelArguments, data_args: NerDataArguments, training_arg
     set_seed(training_args.seed)
     model = build_model(model_args, config, label_list)
     max_seq_length = resolve_max_seq_length(data_args.max_seq_length, tokenizer, encoder_config)
+    # The saved tokenizer states the window the model was trained on; the pipeline reads long texts in windows of
+    # this many tokens (context like training's, rather than the encoder's full 512 positions).
+    tokenizer.model_max_length = max_seq_length
     encoded = {name: encode_split(split, tokenizer, label2id, max_seq_length, data_args.label_all_tokens,
                                   training_args, data_args.preprocessing_num_workers)
                for name, split in splits.items()}
@@ -760,6 +789,9 @@ def run(model_args: NerModelArguments, data_args: NerDataArguments, training_arg
         else:
             metrics = trainer.predict(encoded[name].dataset, metric_key_prefix=prefix).metrics
         metrics[f"{prefix}_samples"] = len(splits[name].sentences)
+        if data_args.pipeline_metrics and main_process:
+            metrics.update(pipeline_char_metrics(trainer.model, tokenizer, splits[name], prefix,
+                                                 training_args.per_device_eval_batch_size))
         save_split_metrics(trainer, prefix, metrics)
         all_metrics.update(metrics)
         if main_process:
@@ -797,5 +829,5 @@ __all__ = [
     "NerMetrics", "parse_hidden_layers", "build_label_list", "b_to_i_map", "align_labels", "first_token_positions",
     "word_predictions", "entity_type", "load_splits", "check_known_labels", "load_model_config",
     "check_encoder_config", "load_tokenizer", "require_fast_tokenizer", "build_model", "encode_split",
-    "type_confusion", "write_predictions_tsv", "run", "main",
+    "type_confusion", "pipeline_char_metrics", "write_predictions_tsv", "run", "main",
 ]
