@@ -282,7 +282,8 @@ def sample_run(tmp_path_factory):
     from transformers.models.bert.tokenization_bert_legacy import BasicTokenizer
 
     from medheads.data import read_token_file
-    from medheads.training.ner import main
+    from medheads.training.arguments import parse_args
+    from medheads.training.ner import ARGUMENT_CLASSES, run
 
     encoder = tmp_path_factory.mktemp("sample_encoder")
     basic = BasicTokenizer(do_lower_case=True)
@@ -296,12 +297,12 @@ def sample_run(tmp_path_factory):
     AutoModel.from_config(config).save_pretrained(encoder)
     tokenizer.save_pretrained(encoder)
     out = tmp_path_factory.mktemp("sample_run") / "ner"
-    results = main(["--model_name_or_path", str(encoder), "--train_file", str(SAMPLE / "ner_train.tsv"),
+    results = run(*parse_args(ARGUMENT_CLASSES, ["--model_name_or_path", str(encoder), "--train_file", str(SAMPLE / "ner_train.tsv"),
                     "--validation_file", str(SAMPLE / "ner_validation.tsv"),
                     "--test_file", str(SAMPLE / "ner_validation.tsv"), "--do_train", "--do_eval", "--do_predict",
                     "--num_train_epochs", "2", "--learning_rate", "5e-3", "--per_device_train_batch_size", "16",
                     "--disable_tqdm", "true", "--use_cpu", "true", "--seed", "3", "--output_dir", str(out),
-                    "--report_to", "none"])
+                    "--report_to", "none"]))
     return out, results
 
 
