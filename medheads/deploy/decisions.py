@@ -35,22 +35,30 @@ def sigmoid(logits: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.asarray(logits, dtype=np.float64)))
 
 
-def classify(logits: np.ndarray, config) -> list[dict]:
-    """Text or image classification decisions, one dict per row of `logits` ([batch, num_labels]).
+def classify_scores(scores: dict[str, float], config) -> dict:
+    """THE decision of a text or image classifier, from its per-label probabilities (sigmoid for multi-label,
+    softmax otherwise; what the stock pipeline returns with `top_k=None`).
 
     Multi-label: `{"labels": [...], "scores": {label: probability}}` with the labels whose probability reaches its
     threshold, in id order. Single-label: `{"label": ..., "score": ..., "scores": {...}}`.
     """
     id2label = {int(k): v for k, v in config.id2label.items()}
     names = [id2label[i] for i in range(len(id2label))]
+    ordered = {name: float(scores[name]) for name in names}
     if getattr(config, "problem_type", None) == "multi_label_classification":
-        probs = sigmoid(logits)
         thresholds = label_thresholds(config)
-        return [{"labels": [names[j] for j in np.flatnonzero(row >= thresholds)],
-                 "scores": {names[j]: float(row[j]) for j in range(len(names))}} for row in probs]
-    probs = softmax(logits)
-    return [{"label": names[int(row.argmax())], "score": float(row.max()),
-             "scores": {names[j]: float(row[j]) for j in range(len(names))}} for row in probs]
+        return {"labels": [n for n, t in zip(names, thresholds) if ordered[n] >= t], "scores": ordered}
+    best = max(names, key=lambda n: ordered[n])
+    return {"label": best, "score": ordered[best], "scores": ordered}
+
+
+def classify(logits: np.ndarray, config) -> list[dict]:
+    """`classify_scores` for every row of `logits` ([batch, num_labels])."""
+    id2label = {int(k): v for k, v in config.id2label.items()}
+    names = [id2label[i] for i in range(len(id2label))]
+    multi = getattr(config, "problem_type", None) == "multi_label_classification"
+    probs = sigmoid(logits) if multi else softmax(logits)
+    return [classify_scores(dict(zip(names, row)), config) for row in probs]
 
 
 def word_tags(logits: np.ndarray, word_ids: Sequence[int | None], num_words: int, config) -> list[str]:
@@ -66,4 +74,4 @@ def word_tags(logits: np.ndarray, word_ids: Sequence[int | None], num_words: int
     return tags
 
 
-__all__ = ["classify", "word_tags", "label_thresholds", "softmax", "sigmoid"]
+__all__ = ["classify_scores", "classify", "word_tags", "label_thresholds", "softmax", "sigmoid"]
