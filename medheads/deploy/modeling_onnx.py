@@ -33,7 +33,8 @@ class MedheadsOnnxPreTrainedModel(PreTrainedModel):
     """A medheads model whose computation is an ONNX graph run by ONNX Runtime (CPU by default).
 
     `from_pretrained(folder, onnx_variant="int8")` picks the dynamically quantized graph; `provider=` (or
-    `providers=`) names ONNX Runtime execution providers; `session_options=` passes `onnxruntime.SessionOptions`.
+    `providers=`) names ONNX Runtime execution providers; `num_threads=` sets its intra-op threads (default: ONNX
+    Runtime's, one per physical core); `session_options=` passes a whole `onnxruntime.SessionOptions`.
     """
 
     config_class = MedheadsOnnxConfig
@@ -55,7 +56,7 @@ class MedheadsOnnxPreTrainedModel(PreTrainedModel):
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *model_args, config=None, onnx_variant=None,
-                        provider=None, providers=None, session_options=None, **kwargs):
+                        provider=None, providers=None, session_options=None, num_threads=None, **kwargs):
         import onnxruntime as ort
 
         hub_kwargs = {key: kwargs.pop(key) for key in HUB_KWARGS if key in kwargs}
@@ -70,6 +71,10 @@ class MedheadsOnnxPreTrainedModel(PreTrainedModel):
                 "it with `medheads export MODEL_DIR OUTPUT_DIR --int8`."
             )
         path = cached_file(str(pretrained_model_name_or_path), FILES[variant], **hub_kwargs)
+        if num_threads is not None:
+            session_options = session_options or ort.SessionOptions()
+            session_options.intra_op_num_threads = int(num_threads)
+            session_options.inter_op_num_threads = 1
         if providers is None:
             providers = [provider] if provider else ["CPUExecutionProvider"]
         session = ort.InferenceSession(path, sess_options=session_options, providers=providers)
