@@ -389,8 +389,9 @@ def export(model_dir: str | Path, output_dir: str | Path, *, int8: bool = False,
     if output_dir.exists() and any(output_dir.iterdir()) and not overwrite:
         raise ExportError(f"{output_dir} exists and is not empty: choose a new folder or pass --overwrite.")
     model, kind, processor = load_medheads_model(model_dir)
-    if validation is not None and validation.path:
-        validation = read_validation(kind, validation, model.config)
+    if validation is not None and (validation.path or validation.samples):
+        if validation.path:
+            validation = read_validation(kind, validation, model.config)
         samples = validation.samples
         if kind == "token":
             samples = [" ".join(words) for words in samples]
@@ -497,6 +498,42 @@ def _training_arguments(model_dir: Path) -> dict:
         return {}
 
 
+def trained_script(model_dir: Path) -> str:
+    try:
+        return str(json.loads((model_dir / "metrics.json").read_text()).get("script", ""))
+    except (OSError, ValueError):
+        return ""
+
+
+def trained_text_validation(trained: dict, config, max_samples: int) -> Validation | None:
+    """The validation split a text model was trained with, rebuilt from its metrics.json arguments (the same files,
+    split column or seeded percentage split), or None when its data is not reachable from here."""
+    import dataclasses
+
+    from ..training.text_classification import InputError, TextDataArguments, load_splits
+
+    names = {f.name for f in dataclasses.fields(TextDataArguments)}
+    data_args = TextDataArguments(**{k: v for k, v in trained.items() if k in names})
+    for path in (data_args.train_file, data_args.validation_file):
+        if path and not Path(path).is_file():
+            return None
+    if not (data_args.train_file or data_args.validation_file):
+        return None
+    multi = config.problem_type == "multi_label_classification"
+    if multi and data_args.label_separator is None:
+        data_args.label_separator = ";"
+    try:
+        rows = load_splits(data_args, multi, int(trained.get("seed", 42))).get("validation")
+    except (InputError, ValueError):
+        return None
+    if not rows:
+        return None
+    rows = rows[:max_samples]
+    source = data_args.validation_file or f"{data_args.train_file} (validation split as trained)"
+    return Validation(path=None, source=f"{source}, first {len(rows)}", samples=[r["text"] for r in rows],
+                      gold=[r["labels"] if multi else r["label"] for r in rows], max_samples=max_samples)
+
+
 def main(argv: list[str] | None = None, prog: str = "medheads export") -> int:
     parser = build_parser(prog)
     args = parser.parse_args(argv)
@@ -512,10 +549,20 @@ def main(argv: list[str] | None = None, prog: str = "medheads export") -> int:
     validation_file = args.validation_file or trained.get("validation_file")
     if args.validation_file is None and validation_file and not Path(validation_file).exists():
         validation_file = None
-    if not validation_file:
+    ready = None
+    if not validation_file and "train_text" in str(trained_script(model_dir)):
+        from transformers import AutoConfig
+
+        import medheads  # noqa: F401
+
+        try:
+            ready = trained_text_validation(trained, AutoConfig.from_pretrained(model_dir), args.max_samples)
+        except (OSError, ValueError):
+            ready = None
+    if not validation_file and ready is None:
         parser.error("no validation data for the export check: pass --validation_file (the model's metrics.json "
                      "names none that exists here)")
-    validation = Validation(
+    validation = ready or Validation(
         path=validation_file, text_column=args.text_column or trained.get("text_column_name") or "text",
         label_column=args.label_column or trained.get("label_column_name") or "label",
         label_separator=args.label_separator or trained.get("label_separator"), image_split=args.image_split,
