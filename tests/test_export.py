@@ -205,3 +205,31 @@ def test_cli_export_errors(tmp_path, capsys):
     assert stop.value.code == 2
     err = capsys.readouterr().err
     assert "medheads export: error:" in err and "Traceback" not in err
+
+
+def test_shipped_pipeline_code_travels_with_the_onnx_folder(tmp_path, tiny_tokenizer):
+    """A checkpoint whose config names its own pipeline (`custom_pipelines`) keeps it in the ONNX folder, and the
+    stock `pipeline()` runs that class on the ONNX Runtime model in a process without medheads."""
+    model = tiny_models()["token"]
+    model.config.custom_pipelines = {"ner": {"impl": "pipeline_probe.ProbePipeline",
+                                             "pt": ["AutoModelForTokenClassification"], "type": "text"}}
+    model.save_pretrained(tmp_path / "m")
+    tiny_tokenizer.save_pretrained(tmp_path / "m")
+    (tmp_path / "m" / "pipeline_probe.py").write_text(
+        "from transformers import TokenClassificationPipeline\n\n\n"
+        "class ProbePipeline(TokenClassificationPipeline):\n"
+        "    def postprocess(self, *args, **kwargs):\n"
+        "        return {'probe': True, 'entities': super().postprocess(*args, **kwargs)}\n")
+    export(tmp_path / "m", tmp_path / "onnx", check_samples=TEXTS)
+    assert (tmp_path / "onnx" / "pipeline_probe.py").is_file()
+    code = ("import sys, json; sys.modules['medheads'] = None\n"
+            "from transformers import pipeline\n"
+            f"pipe = pipeline('ner', model={str(tmp_path / 'onnx')!r}, trust_remote_code=True)\n"
+            "out = pipe('the patient has breast cancer')\n"
+            "print(json.dumps([type(pipe).__name__, type(pipe.model).__name__, out['probe']]))\n")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == [
+        "ProbePipeline", "MedheadsOnnxForTokenClassification", True]

@@ -202,7 +202,22 @@ __all__ = ["MedheadsOnnxConfig"]
 '''
 
 
-def write_folder(model, kind: str, processor, output_dir: Path, variants: list[str]) -> None:
+def copy_pipeline_code(config: dict, model_dir: Path, output_dir: Path) -> None:
+    """The pipelines `custom_pipelines` names ship too (they use the model's config and forward only, so they run on
+    the ONNX Runtime model unchanged): copied from the model folder, else from medheads' own models package."""
+    models_dir = Path(inspect.getfile(load_medheads_model)).resolve().parents[1] / "models"
+    for info in (config.get("custom_pipelines") or {}).values():
+        module = str(info.get("impl", "")).split(".")[0]
+        for folder in (model_dir, models_dir):
+            if module and (folder / f"{module}.py").is_file():
+                shutil.copy2(folder / f"{module}.py", output_dir / f"{module}.py")
+                break
+        else:
+            raise ExportError(f"config.custom_pipelines names {info.get('impl')!r} but {module}.py is not in "
+                              f"{model_dir}.")
+
+
+def write_folder(model, kind: str, processor, output_dir: Path, variants: list[str], model_dir: Path) -> None:
     name = type(model).__name__
     _, auto_name, runtime_class, _ = KINDS[name]
     config_cls = type(model.config)
@@ -218,6 +233,7 @@ def write_folder(model, kind: str, processor, output_dir: Path, variants: list[s
                   auto_map={"AutoConfig": "configuration_onnx.MedheadsOnnxConfig",
                             auto_name: f"modeling_onnx.{runtime_class}"})
     config.pop("dtype", None)
+    copy_pipeline_code(config, model_dir, output_dir)
     (output_dir / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     processor.save_pretrained(output_dir)
 
@@ -406,7 +422,7 @@ def export(model_dir: str | Path, output_dir: str | Path, *, int8: bool = False,
     if int8:
         quantize(output_dir / "model.onnx", output_dir / "model_int8.onnx")
         variants.append("int8")
-    write_folder(model, kind, processor, output_dir, variants)
+    write_folder(model, kind, processor, output_dir, variants, Path(model_dir))
     onnx_models = {v: load_onnx_model(output_dir, v) for v in variants}
     window = model.config.chunk_length if kind == "text" else None
     logits = compare_logits(model, onnx_models, _check_batches(kind, processor, samples[:256], window))

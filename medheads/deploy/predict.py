@@ -135,7 +135,19 @@ def decide(task: str, output, config) -> dict:
     return classify_scores(scores, config)
 
 
-def run_shard(pipe, task: str, config, items: list, batch_size: int, kind: str) -> list[dict]:
+def call_kwargs(task: str, config, aggregation_strategy: str | None) -> dict:
+    """Pipeline call arguments. NER: `aggregation_strategy` if given; else the model's own pipeline's default when
+    the checkpoint ships one (`config.custom_pipelines`), else "simple" (the stock default returns sub-tokens).
+    Classifiers: every label's score (`top_k=None`), from which `decide` makes the model's decision."""
+    if task == "token-classification":
+        if aggregation_strategy:
+            return {"aggregation_strategy": aggregation_strategy}
+        return {} if getattr(config, "custom_pipelines", None) else {"aggregation_strategy": "simple"}
+    return {"top_k": None}
+
+
+def run_shard(pipe, task: str, config, items: list, batch_size: int, kind: str,
+              aggregation_strategy: str | None = None) -> list[dict]:
     """Pipeline results for one shard, in the shard's order; computed in length-sorted batches."""
     lengths = [len(x) for x in items] if kind == "text" else [0] * len(items)
     order = np.argsort(-np.asarray(lengths), kind="stable")
@@ -144,12 +156,7 @@ def run_shard(pipe, task: str, config, items: list, batch_size: int, kind: str) 
         from PIL import Image
 
         sorted_items = [Image.open(p) for p in sorted_items]
-    kwargs = {"batch_size": batch_size}
-    if task == "token-classification":
-        kwargs["aggregation_strategy"] = "simple"
-    else:
-        kwargs["top_k"] = None
-    outputs = pipe(sorted_items, **kwargs)
+    outputs = pipe(sorted_items, batch_size=batch_size, **call_kwargs(task, config, aggregation_strategy))
     result: list = [None] * len(items)
     for position, output in zip(order, outputs):
         result[int(position)] = decide(task, output, config)
@@ -192,7 +199,7 @@ def join_shards(folder: Path, shards: int, output: Path) -> int:
 
 def predict(model_dir, input_path, output_path, *, text_column: str = "text", batch_size: int = 32,
             shard_size: int = 1000, onnx_variant: str | None = None, overwrite: bool = False,
-            progress: bool = True) -> Path:
+            progress: bool = True, aggregation_strategy: str | None = None) -> Path:
     """Annotate INPUT with MODEL into OUTPUT; see the module docstring. Runs in every process of a launch."""
     from accelerate import PartialState
     from tqdm.auto import tqdm
@@ -214,7 +221,8 @@ def predict(model_dir, input_path, output_path, *, text_column: str = "text", ba
         raise PredictError(f"INPUT {input_path} holds no rows.")
     folder = output_path.with_name(output_path.name + ".shards")
     meta = {"model": str(model_dir.resolve()), "input": str(input_path.resolve()), "rows": len(items),
-            "shard_size": shard_size, "text_column": text_column, "onnx_variant": onnx_variant}
+            "shard_size": shard_size, "text_column": text_column, "onnx_variant": onnx_variant,
+            "aggregation_strategy": aggregation_strategy}
     meta_file = folder / "run.json"
     if meta_file.exists() and json.loads(meta_file.read_text()) != meta:
         raise PredictError(f"{folder} holds shards of another run (see {meta_file}): remove it or pick another "
@@ -238,7 +246,7 @@ def predict(model_dir, input_path, output_path, *, text_column: str = "text", ba
                    disable=not progress, position=state.process_index)
         for index in mine:
             chunk = items[index * shard_size:(index + 1) * shard_size]
-            rows = run_shard(pipe, task, config, chunk, batch_size, kind)
+            rows = run_shard(pipe, task, config, chunk, batch_size, kind, aggregation_strategy)
             for offset, row in enumerate(rows):
                 row_id = index * shard_size + offset
                 rows[offset] = {"id": row_id, **({"file": chunk[offset]} if kind == "image" else {}), **row}
@@ -270,6 +278,9 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     parser.add_argument("--shard_size", type=int, default=1000, help="rows per resumable shard (default 1000)")
     parser.add_argument("--onnx_variant", choices=["fp32", "int8"], help="for an ONNX folder: which graph "
                         "(default: the folder's, int8 when exported with --int8)")
+    parser.add_argument("--aggregation_strategy", choices=["none", "simple", "first", "average", "max"],
+                        help="NER: how sub-tokens become entities (default: the model's pipeline's own default, or "
+                        "simple for checkpoints without one)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing OUTPUT")
     parser.add_argument("--no_progress", action="store_true", help="no progress bar")
     return parser
@@ -282,7 +293,7 @@ def main(argv: list[str] | None = None, prog: str = "medheads predict") -> int:
     try:
         predict(args.model, args.input, args.output, text_column=args.text_column, batch_size=args.batch_size,
                 shard_size=args.shard_size, onnx_variant=args.onnx_variant, overwrite=args.overwrite,
-                progress=not args.no_progress)
+                progress=not args.no_progress, aggregation_strategy=args.aggregation_strategy)
     except PredictError as error:
         parser.error(str(error))
     return 0
