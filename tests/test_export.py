@@ -233,3 +233,27 @@ def test_shipped_pipeline_code_travels_with_the_onnx_folder(tmp_path, tiny_token
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert json.loads(proc.stdout.strip().splitlines()[-1]) == [
         "ProbePipeline", "MedheadsOnnxForTokenClassification", True]
+
+
+def test_cli_export_rebuilds_a_text_models_validation_split(tmp_path, tiny_tokenizer):
+    """No --validation_file: the split the text model was trained with is rebuilt from metrics.json (a seeded
+    percentage of the training file, named relative to the directory training ran in)."""
+    import csv
+
+    repo = tmp_path / "repo"
+    (repo / "data").mkdir(parents=True)
+    rows = [(f"{text} {i}", ";".join(list(CUI_LABELS.values())[i % 3:i % 3 + 2])) for i, text in
+            enumerate(TEXTS * 5)]
+    with open(repo / "data" / "captions.csv", "w", newline="") as handle:
+        csv.writer(handle).writerows([("caption", "cuis"), *rows])
+    model = tiny_models()["text"]
+    folder = repo / "outputs" / "text"
+    model.save_pretrained(folder)
+    tiny_tokenizer.save_pretrained(folder)
+    (folder / "metrics.json").write_text(json.dumps({"script": "train_text_classifier.py", "arguments": {
+        "train_file": "data/captions.csv", "text_column_name": "caption", "label_column_name": "cuis",
+        "label_separator": ";", "validation_split_percentage": 25.0, "test_split_percentage": 0.0, "seed": 7}}))
+    assert cli(["export", str(folder), str(tmp_path / "onnx"), "--int8"]) == 0  # cwd is not repo/
+    report = json.loads((tmp_path / "onnx" / "export_check.json").read_text())
+    assert "validation split as trained" in report["validation"] and "first 5" in report["validation"]
+    assert set(report["quality"]["pytorch"]) == {"micro_f1", "subset_accuracy"}

@@ -514,6 +514,19 @@ def _training_arguments(model_dir: Path) -> dict:
         return {}
 
 
+def resolve_trained_path(path: str | None, model_dir: Path) -> str | None:
+    """A data path from a model's training arguments: as given (relative to the current directory), else relative
+    to a folder above the model folder (training commands run from the repository root, outputs sit below it)."""
+    if not path:
+        return None
+    if Path(path).is_file() or Path(path).is_absolute():
+        return path
+    for base in Path(model_dir).resolve().parents:
+        if (base / path).is_file():
+            return str(base / path)
+    return path
+
+
 def trained_script(model_dir: Path) -> str:
     try:
         return str(json.loads((model_dir / "metrics.json").read_text()).get("script", ""))
@@ -521,7 +534,7 @@ def trained_script(model_dir: Path) -> str:
         return ""
 
 
-def trained_text_validation(trained: dict, config, max_samples: int) -> Validation | None:
+def trained_text_validation(trained: dict, config, max_samples: int, model_dir: Path) -> Validation | None:
     """The validation split a text model was trained with, rebuilt from its metrics.json arguments (the same files,
     split column or seeded percentage split), or None when its data is not reachable from here."""
     import dataclasses
@@ -530,6 +543,8 @@ def trained_text_validation(trained: dict, config, max_samples: int) -> Validati
 
     names = {f.name for f in dataclasses.fields(TextDataArguments)}
     data_args = TextDataArguments(**{k: v for k, v in trained.items() if k in names})
+    for name in ("train_file", "validation_file", "test_file"):
+        setattr(data_args, name, resolve_trained_path(getattr(data_args, name), model_dir))
     for path in (data_args.train_file, data_args.validation_file):
         if path and not Path(path).is_file():
             return None
@@ -562,7 +577,7 @@ def main(argv: list[str] | None = None, prog: str = "medheads export") -> int:
         parser.error("ONNX export needs onnx and onnxruntime: pip install 'medheads[onnx]'")
     model_dir = Path(args.model_dir)
     trained = _training_arguments(model_dir)
-    validation_file = args.validation_file or trained.get("validation_file")
+    validation_file = args.validation_file or resolve_trained_path(trained.get("validation_file"), model_dir)
     if args.validation_file is None and validation_file and not Path(validation_file).exists():
         validation_file = None
     ready = None
@@ -572,7 +587,8 @@ def main(argv: list[str] | None = None, prog: str = "medheads export") -> int:
         import medheads  # noqa: F401
 
         try:
-            ready = trained_text_validation(trained, AutoConfig.from_pretrained(model_dir), args.max_samples)
+            ready = trained_text_validation(trained, AutoConfig.from_pretrained(model_dir), args.max_samples,
+                                            model_dir)
         except (OSError, ValueError):
             ready = None
     if not validation_file and ready is None:
