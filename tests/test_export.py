@@ -257,3 +257,12 @@ def test_cli_export_rebuilds_a_text_models_validation_split(tmp_path, tiny_token
     report = json.loads((tmp_path / "onnx" / "export_check.json").read_text())
     assert "validation split as trained" in report["validation"] and "first 5" in report["validation"]
     assert set(report["quality"]["pytorch"]) == {"micro_f1", "subset_accuracy"}
+
+
+def test_too_long_token_input_is_one_clear_error(exported):
+    import transformers
+
+    root = exported[0]
+    model = transformers.AutoModelForTokenClassification.from_pretrained(root / "token-onnx", trust_remote_code=True)
+    with pytest.raises(ValueError, match="positions"):
+        model(input_ids=torch.ones(1, 200, dtype=torch.long))  # the tiny encoder has 128 positions

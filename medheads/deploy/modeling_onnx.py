@@ -114,7 +114,14 @@ class MedheadsOnnxForTokenClassification(MedheadsOnnxPreTrainedModel):
     _output_kind = TokenClassifierOutput
 
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, return_dict=None, **kwargs):
-        return self._output(self._run(self._text_feeds(input_ids, attention_mask, token_type_ids)), return_dict)
+        feeds = self._text_feeds(input_ids, attention_mask, token_type_ids)
+        limit = getattr(self.config.encoder_config, "max_position_embeddings", None)
+        if limit and feeds["input_ids"].shape[1] > int(limit):
+            raise ValueError(
+                f"The input has {feeds['input_ids'].shape[1]} tokens but the encoder has {limit} positions: split "
+                "the text (the pipeline's `stride` does) or truncate it."
+            )
+        return self._output(self._run(feeds), return_dict)
 
 
 class MedheadsOnnxForSequenceClassification(MedheadsOnnxPreTrainedModel):
