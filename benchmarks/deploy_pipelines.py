@@ -34,8 +34,8 @@ import torch
 
 from benchmarks import common
 
-DEFAULTS = dict(encoder=None, data_dir=None, ner_model=None, ner_stock_model=None, ner_layer=3, n_sentences=512,
-                n_quality=1000, n_captions=512, n_images=1024, batch_size=32, repeats=3, tasks=["ner", "text", "image"],
+DEFAULTS = dict(encoder=None, data_dir=None, ner_model=None, ner_stock_model=None, ner_layer=3, n_sentences=256,
+                n_quality=500, n_captions=256, n_images=512, batch_size=32, repeats=3, tasks=["ner", "text", "image"],
                 work_dir=None)
 TARGETS = {"ner": 4.0, "text": 2.5, "image": 2.0}
 
@@ -266,8 +266,8 @@ def run_image(data_dir, n_images, batch_size, repeats, work: Path) -> dict:
             "export_check": {v: report["logits"][v]["max_abs_diff"] for v in report["variants"]}}
 
 
-def run(encoder=None, data_dir=None, ner_model=None, ner_stock_model=None, ner_layer=3, n_sentences=512,
-        n_quality=1000, n_captions=512, n_images=1024, batch_size=32, repeats=3, tasks=("ner", "text", "image"),
+def run(encoder=None, data_dir=None, ner_model=None, ner_stock_model=None, ner_layer=3, n_sentences=256,
+        n_quality=500, n_captions=256, n_images=512, batch_size=32, repeats=3, tasks=("ner", "text", "image"),
         work_dir=None) -> dict:
     common.quiet_transformers()
     encoder = encoder or common.minilm_path()
