@@ -266,3 +266,19 @@ def test_too_long_token_input_is_one_clear_error(exported):
     model = transformers.AutoModelForTokenClassification.from_pretrained(root / "token-onnx", trust_remote_code=True)
     with pytest.raises(ValueError, match="positions"):
         model(input_ids=torch.ones(1, 200, dtype=torch.long))  # the tiny encoder has 128 positions
+
+
+@pytest.mark.parametrize("arch", ["roberta", "modernbert"])
+def test_other_encoders_export_exactly(tmp_path, tiny_tokenizer, arch):
+    """RoBERTa (positions counted from the padding id) and ModernBERT (local attention, no token types)."""
+    torch.manual_seed(0)
+    models = {"token": HiddenLayerTokenClassifier(HiddenLayerTokenClassifierConfig(
+                  encoder_config=encoder_config(arch), hidden_layers=[2], id2label=NER_LABELS)),
+              "text": FrozenEncoderMultiLabel(FrozenEncoderMultiLabelConfig(
+                  encoder_config=encoder_config(arch), head_hidden_sizes=[16], id2label=CUI_LABELS,
+                  max_chunk_length=WINDOW))}
+    for kind, model in models.items():
+        model.save_pretrained(tmp_path / kind)
+        tiny_tokenizer.save_pretrained(tmp_path / kind)
+        report = export(tmp_path / kind, tmp_path / f"{kind}-onnx", check_samples=TEXTS + [LONG])
+        assert report["logits"]["fp32"]["max_abs_diff"] <= FP32_TOLERANCE, kind
