@@ -473,8 +473,12 @@ def render_readme(model, kind: str, report: dict) -> str:
               "| graph | max abs diff |", "|---|---|"]
     for variant in variants:
         lines.append(f"| {variant} | {report['logits'][variant]['max_abs_diff']:.2e} |")
-    lines += ["", f"fp32 tolerance: {report['fp32_tolerance']:g}. int8 logits move further (weights are rounded); "
-              "what matters is the decisions, below.", ""]
+    note = f"fp32 tolerance: {report['fp32_tolerance']:g} (the export fails beyond it)."
+    if "int8" in variants:
+        note += (" int8 logits move further (weights are rounded to 8 bits); " +
+                 ("what counts is the decisions, measured below." if "quality" in report else
+                  "no validation data was given, so its effect on decisions was not measured."))
+    lines += ["", note, ""]
     if "quality" in report:
         metrics = list(next(iter(report["quality"].values())))
         lines += [f"Quality on {report['validation']}:", "", "| model | " + " | ".join(metrics) + " |",
