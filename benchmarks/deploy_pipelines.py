@@ -11,7 +11,8 @@ user running the pipeline gets. Sides alternate from repeat to repeat in one pro
   With `--ner_model` (a medheads layer-k folder trained by `medheads train-ner`) and `--ner_stock_model` (a
   medheads layer -1 folder trained the same way; its weights are loaded into a `BertForTokenClassification`, which
   is the same network), span F1 on raw devel sentences is measured for both sides through the pipelines
-  (character spans of `aggregation_strategy="simple"` against the gold spans). Without them the heads are random:
+  (character spans of `aggregation_strategy="first"`, the word-level decision the training scripts train for,
+  against the gold spans). Without them the heads are random:
   speed only.
 * multi-label text: ROCOv2 captions. Stock: `BertForSequenceClassification` (`problem_type=multi_label_classification`,
   the 18 `cuis_manual` labels). medheads: `FrozenEncoderMultiLabel` (mean pooling, MLP 256) ONNX int8. Random heads
@@ -87,7 +88,7 @@ def gold_spans(words: list[str], tags: list[str]) -> set[tuple[int, int, str]]:
 
 def span_f1(pipe, sentences: list[dict], batch_size: int) -> dict:
     texts = [" ".join(s["tokens"]) for s in sentences]
-    predicted = pipe(texts, batch_size=batch_size, aggregation_strategy="simple")
+    predicted = pipe(texts, batch_size=batch_size, aggregation_strategy="first")
     tp = n_pred = n_gold = 0
     for sentence, entities in zip(sentences, predicted):
         gold = gold_spans(sentence["tokens"], sentence["ner_tags"])
@@ -157,7 +158,7 @@ def run_ner(encoder, data_dir, ner_model, ner_stock_model, ner_layer, n_sentence
              "medheads_torch_fp32": torch_pipeline(task, medheads_model, tokenizer, batch_size),
              "medheads_onnx_fp32": onnx_pipeline(task, onnx_dir, "fp32", batch_size),
              "medheads_onnx_int8": onnx_pipeline(task, onnx_dir, "int8", batch_size)}
-    times = time_sides(pipes, texts, repeats, aggregation_strategy="simple")
+    times = time_sides(pipes, texts, repeats, aggregation_strategy="first")
     sides, comparison = summarize(times, len(texts), "sentences", "stock_fp32", "medheads_onnx_int8", TARGETS["ner"])
     extra = [summarize(times, len(texts), "sentences", "stock_fp32", name, None)[1]
              for name in ("medheads_torch_fp32", "medheads_onnx_fp32")]

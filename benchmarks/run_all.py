@@ -236,7 +236,7 @@ def render_deploy(r: dict) -> list[str]:
         if "quality" in d:
             q = d["quality"]
             out += ["", "Span F1 through the pipelines on raw devel sentences (character spans, "
-                    f"`aggregation_strategy=\"simple\"`, first {next(iter(q.values()))['sentences']} sentences):", ""]
+                    f"`aggregation_strategy=\"first\"`, first {next(iter(q.values()))['sentences']} sentences):", ""]
             out += table(["side", "span F1", "precision", "recall"],
                          [[f"`{n}`", v["span_f1"], v["precision"], v["recall"]] for n, v in q.items()])
             qc = d["quality_check"]
