@@ -23,7 +23,8 @@ if __package__ in (None, ""):  # `python benchmarks/run_all.py`
 
 from benchmarks import common  # noqa: E402
 
-BENCHMARKS = ("token_classification", "frozen_training", "feature_extraction", "vit_cached", "long_documents")
+BENCHMARKS = ("token_classification", "frozen_training", "feature_extraction", "vit_cached", "long_documents",
+              "deploy_pipelines")
 COMMAND = "flock /tmp/medheads-heavy.lock python benchmarks/run_all.py"
 HERE = Path(__file__).resolve().parent
 
@@ -212,9 +213,42 @@ def render_long_documents(r: dict) -> list[str]:
     return out + [""]
 
 
+def render_deploy(r: dict) -> list[str]:
+    s = r["settings"]
+    out = [f"ONNX Runtime {s['onnxruntime']}, {s['threads']} threads for torch and ONNX Runtime alike. Timed: "
+           f"{s['timed']}.", ""]
+    titles = {"ner": "NER (JNLPBA devel sentences as raw text)", "text": "Multi-label text (ROCOv2 captions)",
+              "image": "Image (PneumoniaMNIST val)"}
+    for task, d in r["datasets"].items():
+        ds = d["settings"]
+        unit = next(k for k in next(iter(d["sides"].values())) if k.endswith("_per_second"))
+        what = ", ".join(f"{k} {v}" for k, v in ds.items() if k not in ("repeats",))
+        out += [f"**{titles.get(task, task)}**: {what}; {ds['repeats']} alternating repeats.", ""]
+        out += table(["side", "median s / pass", unit.replace("_", " ")],
+                     [[f"`{name}`", side["median_seconds"], side[unit]] for name, side in d["sides"].items()])
+        out += table(["comparison", "speed-up", "target"],
+                     [[f"{c['fast']} vs {c['slow']}", f"**{c['speedup']:.2f}x**", met(c)] for c in d["comparisons"]])
+        check = ", ".join(f"{k} {v:.2e}" for k, v in d["export_check"].items())
+        out.append(f"Export check (max abs logit difference from PyTorch on 64 real inputs): {check}.")
+        if "int8_decisions_equal_fp32" in d:
+            out.append(f"int8 label sets equal the fp32 model's on {100 * d['int8_decisions_equal_fp32']:.1f}% of "
+                       "captions (random head).")
+        if "quality" in d:
+            q = d["quality"]
+            out += ["", "Span F1 through the pipelines on raw devel sentences (character spans, "
+                    f"`aggregation_strategy=\"first\"`, first {next(iter(q.values()))['sentences']} sentences):", ""]
+            out += table(["side", "span F1", "precision", "recall"],
+                         [[f"`{n}`", v["span_f1"], v["precision"], v["recall"]] for n, v in q.items()])
+            qc = d["quality_check"]
+            out.append(f"F1 drop of medheads int8 vs stock: {qc['span_f1_drop_points']:.2f} points (target <= "
+                       f"{qc['target_max_drop']}): " + ("met" if qc["met"] else "**missed**") + ".")
+        out.append("")
+    return out
+
+
 RENDERERS = {"token_classification": render_token_classification, "frozen_training": render_frozen_training,
              "feature_extraction": render_feature_extraction, "vit_cached": render_vit,
-             "long_documents": render_long_documents}
+             "long_documents": render_long_documents, "deploy_pipelines": render_deploy}
 
 
 def render(report: dict) -> str:
@@ -232,7 +266,11 @@ def render(report: dict) -> str:
            "(all threads): time spent descheduled by other work is not counted, so its ratio is a cross-check less "
            "sensitive to load on the shared machine (a busy partner thread still costs some spinning). The "
            "cached-training margins are small and load-dependent: see 'Run-to-run variation' in README.md.",
-           "", "## Summary", ""]
+           ""]
+    for run in report.get("partial_runs", []):
+        out += [f"Re-run since: `{run['command']}` on {run['date_utc']} (torch {run['machine']['torch']}, "
+                f"transformers {run['machine']['transformers']}): {', '.join(run['benchmarks'])}.", ""]
+    out += ["## Summary", ""]
     rows = []
     for name, r in report["benchmarks"].items():
         if "error" in r:
@@ -266,6 +304,10 @@ def main(argv=None) -> dict:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: min(2, cores))")
     parser.add_argument("--render_only", action="store_true",
                         help="only rewrite RESULTS.md from the results.json already in output_dir")
+    parser.add_argument("--no_merge", action="store_true", help="with --only: write only the benchmarks run (default: "
+                        "update them in the results.json already in output_dir and keep the others)")
+    parser.add_argument("--settings", type=json.loads, default=None,
+                        help='JSON overrides per benchmark, e.g. \'{"deploy_pipelines": {"ner_model": "outputs/x"}}\'')
     args = parser.parse_args(argv)
     output = Path(args.output_dir)
     if args.render_only:
@@ -282,8 +324,19 @@ def main(argv=None) -> dict:
     start = time.perf_counter()
     report = {"command": COMMAND if set(names) == set(BENCHMARKS) else f"python benchmarks/run_all.py --only "
               f"{','.join(names)}", "machine": common.machine_info()}
-    report["benchmarks"] = run_benchmarks(names)
+    report["benchmarks"] = run_benchmarks(names, settings=args.settings)
     report["total_seconds"] = round(time.perf_counter() - start, 1)
+    previous = output / "results.json"
+    if set(names) != set(BENCHMARKS) and previous.exists() and not args.no_merge:
+        # a partial run updates its benchmarks in the recorded results and keeps the others as they were
+        old = json.loads(previous.read_text())
+        merged = dict(old.get("benchmarks", {}))
+        merged.update(report["benchmarks"])
+        report = {**old, "benchmarks": merged,
+                  "partial_runs": old.get("partial_runs", []) + [{"command": report["command"],
+                                                                  "date_utc": report["machine"]["date_utc"],
+                                                                  "benchmarks": names,
+                                                                  "machine": report["machine"]}]}
     output.mkdir(parents=True, exist_ok=True)
     (output / "results.json").write_text(json.dumps(report, indent=2) + "\n")
     (output / "RESULTS.md").write_text(render(report))

@@ -1,5 +1,6 @@
 """The text classifier script under `accelerate launch` with 2 CPU processes: both processes finish, the results
-are sane, the saved model loads, and the encoder features were computed once (the other process loads the cache).
+are sane, the saved model loads, and each split's encoder features were cached once (both processes computed a share;
+the main process shows one progress bar per split and writes the one copy).
 
 `accelerate launch --cpu --num_processes 2` starts ONE process unless mpirun is set up (accelerate's simple
 launcher), so the test uses the torchrun launcher (`--multi_gpu --num_processes 2`) with no GPU visible and the

@@ -62,6 +62,8 @@ def settings(tiny_encoder):
         "vit_cached": dict(n_train=8, n_val=4, baseline_steps=2, baseline_eval_examples=2, **TINY_VIT,
                            **TRAIN_OVERRIDES),
         "long_documents": dict(encoder=tiny_encoder, n_docs=4, window=32, repeats=1, measure_memory=False),
+        "deploy_pipelines": dict(encoder=tiny_encoder, n_sentences=8, n_captions=8, n_images=8, batch_size=4,
+                                 repeats=1, ner_layer=2),
     }
 
 
@@ -191,3 +193,12 @@ def test_memory_probe_sees_an_allocation():
     if result["peak_extra_mib"] is None:
         pytest.skip(result["note"])
     assert 44 <= result["peak_extra_mib"] <= 60
+
+
+def test_deploy_pipelines_export_checks(report):
+    result = report["benchmarks"]["deploy_pipelines"]
+    assert set(result["datasets"]) == {"ner", "text", "image"}
+    for task, d in result["datasets"].items():
+        assert d["export_check"]["fp32"] <= 1e-4, task  # the ONNX side computes what PyTorch computes
+        assert {"stock_fp32", "medheads_onnx_int8"} <= set(d["sides"]), task
+    assert result["datasets"]["ner"]["settings"]["layer"] == 2

@@ -364,7 +364,7 @@ def test_json_config_invocation(encoder_dir, tmp_path):
     assert saved["hidden_layers"] == 2
     from medheads import HiddenLayerTokenClassifier
 
-    assert HiddenLayerTokenClassifier.from_pretrained(tmp_path / "ncbi").encoder.config.num_hidden_layers == 2
+    assert len(HiddenLayerTokenClassifier.from_pretrained(tmp_path / "ncbi").encoder.encoder.layer) == 2  # runs 2 layers
     assert saved["id2label"] == {"0": "O", "1": "B-Disease", "2": "I-Disease"}
     shipped_configs = sorted(p.name for p in (REPO / "configs").glob("ner_*.json"))
     assert {"ner_jnlpba.json", "ner_ncbi_disease.json"} <= set(shipped_configs)

@@ -179,16 +179,6 @@ class MedheadsPreTrainedModel(PreTrainedModel):
             self.freeze_encoder()
         return self
 
-    @classmethod
-    def from_pretrained(cls, *args, **kwargs):
-        # Loading puts fresh parameters (requires_grad=True) in place of the ones __init__ froze: freeze them again,
-        # or a reloaded frozen model would hand its whole encoder to the optimizer.
-        loaded = super().from_pretrained(*args, **kwargs)
-        model = loaded[0] if isinstance(loaded, tuple) else loaded
-        if model.encoder_frozen:
-            freeze(getattr(model, model._frozen_module[0]))
-        return loaded
-
     def resize_token_embeddings(self, *args, **kwargs):
         # The new embedding matrix of a frozen encoder stays frozen like the rest of it (unfreeze_encoder() to train)
         embeddings = super().resize_token_embeddings(*args, **kwargs)
@@ -208,10 +198,11 @@ class MedheadsPreTrainedModel(PreTrainedModel):
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
-        """`PreTrainedModel.from_pretrained`; a weights file that cannot be read (truncated by an interrupted copy or
-        download) raises an `OSError` naming the file instead of safetensors' bare header error."""
+        """`PreTrainedModel.from_pretrained`, with the frozen part frozen again after loading; a weights file that
+        cannot be read (truncated by an interrupted copy or download) raises an `OSError` naming the file instead of
+        safetensors' bare header error."""
         try:
-            return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+            loaded = super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
         except Exception as error:
             if type(error).__name__ != "SafetensorError":
                 raise
@@ -222,6 +213,12 @@ class MedheadsPreTrainedModel(PreTrainedModel):
                 f"{name} cannot be read: the file is truncated or corrupt ({error}). Download or copy it again, or "
                 "re-save the model with save_pretrained."
             ) from error
+        # Loading puts fresh parameters (requires_grad=True) in place of the ones __init__ froze: freeze them again,
+        # or a reloaded frozen model would hand its whole encoder to the optimizer.
+        model = loaded[0] if isinstance(loaded, tuple) else loaded
+        if model.encoder_frozen:
+            freeze(getattr(model, model._frozen_module[0]))
+        return loaded
 
     def train(self, mode: bool = True):
         super().train(mode)

@@ -30,6 +30,10 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
                    "train a FrozenEncoderMultiLabel (multi-label or multi-class text classification)"),
     "train-image": ("medheads.training.image_classification", "main",
                     "train a ViTPatchClassifier (chest X-ray and other image classification)"),
+    "export": ("medheads.deploy.export", "main",
+               "export a model folder to ONNX (fp32, --int8) that pipeline() loads without medheads"),
+    "predict": ("medheads.deploy.predict", "main",
+                "annotate a corpus (texts or images) with a model folder or ONNX export, resumable and sharded"),
     "publish": ("medheads.hub.publishing", "main",
                 "stage a trained model folder with its model card and push it to the Hub"),
 }

@@ -16,7 +16,6 @@ import os
 import re
 import shutil
 import uuid
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -70,38 +69,83 @@ def _value_type(values: list):
     return datasets.Sequence(datasets.Value("float32"))
 
 
-@torch.no_grad()
-def compute_features(model, dataset: datasets.Dataset, collate_fn: Callable, batch_size: int = 32,
-                     length_column: str | None = "input_ids", desc: str = "Computing features") -> np.ndarray:
-    """`model.forward_features` for every row of `dataset`, in the dataset's order, as a float32 array.
+def batch_plan(dataset: datasets.Dataset, batch_size: int, length_column: str | None) -> list[np.ndarray]:
+    """Row indices of every batch: longest rows first (so memory peaks at once, not late), similar lengths together.
 
-    Rows are batched longest first (so memory peaks at once, not late) with similar lengths together, and each batch
-    is padded by `collate_fn` only to its own longest row.
+    Every process of a distributed run builds the same plan, and a batch is always computed whole by one process,
+    so its padding, and therefore every feature, is the same whatever the number of processes.
     """
     n = len(dataset)
-    if n == 0:
-        raise ValueError("No examples to compute features for: the dataset is empty.")
-    inputs = dataset.select_columns([c for c in dataset.column_names if c in MODEL_INPUTS])
     if length_column is not None:
         lengths = np.array([len(ids) for ids in dataset[length_column]])
         order = np.argsort(-lengths, kind="stable")
     else:
         order = np.arange(n)
+    return [order[start:start + batch_size] for start in range(0, n, batch_size)]
+
+
+@torch.no_grad()
+def _compute_batches(model, inputs: datasets.Dataset, collate_fn: Callable, batches: Sequence[np.ndarray],
+                     desc: str, show_progress: bool = True) -> np.ndarray | None:
+    """`forward_features` of the rows of `batches`, concatenated in batch order (None when there are no batches)."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    result = None
+    parts = []
     try:
-        for start in tqdm(range(0, n, batch_size), desc=desc, unit="batch", total=-(-n // batch_size)):
-            index = order[start:start + batch_size]
+        for index in tqdm(batches, desc=desc, unit="batch", disable=not show_progress):
             batch = collate_fn(inputs.__getitems__([int(i) for i in index]))  # one fetch per batch, not per row
             batch = {k: v.to(device) for k, v in batch.items() if k in MODEL_INPUTS}
-            features = model.forward_features(**batch).float().cpu().numpy()
-            if result is None:
-                result = np.empty((n, *features.shape[1:]), dtype=np.float32)
-            result[index] = features
+            parts.append(model.forward_features(**batch).float().cpu().numpy())
     finally:
         model.train(was_training)
+    return np.concatenate(parts) if parts else None
+
+
+def compute_features(model, dataset: datasets.Dataset, collate_fn: Callable, batch_size: int = 32,
+                     length_column: str | None = "input_ids", desc: str = "Computing features") -> np.ndarray:
+    """`model.forward_features` for every row of `dataset`, in the dataset's order, as a float32 array.
+
+    Rows are batched by `batch_plan` (longest first, similar lengths together), and each batch is padded by
+    `collate_fn` only to its own longest row.
+    """
+    if len(dataset) == 0:
+        raise ValueError("No examples to compute features for: the dataset is empty.")
+    inputs = dataset.select_columns([c for c in dataset.column_names if c in MODEL_INPUTS])
+    batches = batch_plan(dataset, batch_size, length_column)
+    features = _compute_batches(model, inputs, collate_fn, batches, desc)
+    result = np.empty_like(features)
+    result[np.concatenate(batches)] = features
+    return result
+
+
+def _shard_features(model, dataset, collate_fn, batch_size, length_column, desc, rank: int, world: int,
+                    parts: Path) -> None:
+    """Process `rank` of `world` computes every `world`-th batch of the plan and saves it under `parts`."""
+    inputs = dataset.select_columns([c for c in dataset.column_names if c in MODEL_INPUTS])
+    batches = batch_plan(dataset, batch_size, length_column)[rank::world]
+    features = _compute_batches(model, inputs, collate_fn, batches, desc, show_progress=rank == 0)
+    index = np.concatenate(batches) if batches else np.zeros(0, dtype=np.int64)
+    tmp = parts / f"part-{rank}.tmp.npz"
+    with open(tmp, "wb") as handle:
+        np.savez(handle, index=index, features=features if features is not None else np.zeros(0, np.float32))
+    os.replace(tmp, parts / f"part-{rank}.npz")
+
+
+def _gather_parts(parts: Path, world: int, n: int) -> np.ndarray:
+    result = None
+    seen = 0
+    for rank in range(world):
+        with np.load(parts / f"part-{rank}.npz") as part:
+            index, features = part["index"], part["features"]
+        if not len(index):
+            continue
+        if result is None:
+            result = np.empty((n, *features.shape[1:]), dtype=np.float32)
+        result[index] = features
+        seen += len(index)
+    if seen != n:
+        raise RuntimeError(f"feature shards under {parts} cover {seen} of {n} rows")
     return result
 
 
@@ -112,31 +156,53 @@ def cached_features(model, dataset: datasets.Dataset, collate_fn: Callable, *, f
                     ) -> datasets.Dataset:
     """A dataset of `{feature_name: forward_features(row), **keep_columns}`, computed once and cached on disk.
 
-    `training_args` (a `TrainingArguments`), when given, makes the main process compute and save first while the
-    other processes of a distributed run wait and then load the saved copy.
+    `training_args` (a `TrainingArguments`), when given in a distributed run, splits the work: each process
+    computes every N-th batch of the same length-sorted plan and saves its part; the main process joins the parts
+    into the one cached copy (identical to a single-process run's) and every process loads it.
     """
     fingerprint = hashlib.sha256("|".join([
         model_fingerprint(model), dataset._fingerprint, feature_name, ",".join(keep_columns), extra_fingerprint,
     ]).encode()).hexdigest()[:20]
     folder = Path(cache_dir or default_cache_dir()) / f"{feature_name}-{fingerprint}"
-    context = training_args.main_process_first(desc=desc) if training_args is not None else nullcontext()
-    with context:
-        cached = _load_entry(folder, len(dataset), feature_name)
-        if cached is not None:
-            logger.info("Loading cached features from %s", folder)
-            return cached.with_format("torch")
-        features = compute_features(model, dataset, collate_fn, batch_size=batch_size,
-                                    length_column=length_column, desc=desc)
-        columns = {feature_name: features}
-        schema = {feature_name: _feature_type(features.shape[1:])}
-        for column in keep_columns:
-            values = dataset[column]
-            columns[column] = values
-            schema[column] = dataset.features[column] if column in dataset.features else _value_type(values)
-        table = datasets.Dataset.from_dict(columns, features=datasets.Features(schema))
-        if training_args is None or training_args.process_index == 0:
-            _save_entry(table, folder)
+    world = int(getattr(training_args, "world_size", 1) or 1) if training_args is not None else 1
+    rank = int(training_args.process_index) if world > 1 else 0
+    cached = _load_entry(folder, len(dataset), feature_name)
+    if cached is not None:
+        logger.info("Loading cached features from %s", folder)
+        return cached.with_format("torch")
+    if len(dataset) == 0:
+        raise ValueError("No examples to compute features for: the dataset is empty.")
+    if world > 1:
+        # Every process encodes its share of one length-sorted batch plan; the main process joins the parts into the
+        # one cache entry a single-process run would write.
+        from accelerate import PartialState
+
+        state = PartialState()
+        parts = folder.with_name(folder.name + ".parts")
+        parts.mkdir(parents=True, exist_ok=True)
+        _shard_features(model, dataset, collate_fn, batch_size, length_column, desc, rank, world, parts)
+        state.wait_for_everyone()
+        if rank == 0:
+            _save_entry(_build_table(_gather_parts(parts, world, len(dataset)), dataset, feature_name, keep_columns),
+                        folder)
+            shutil.rmtree(parts, ignore_errors=True)
+        state.wait_for_everyone()
+        return datasets.load_from_disk(str(folder)).with_format("torch")
+    features = compute_features(model, dataset, collate_fn, batch_size=batch_size, length_column=length_column,
+                                desc=desc)
+    table = _build_table(features, dataset, feature_name, keep_columns)
+    _save_entry(table, folder)
     return table.with_format("torch")
+
+
+def _build_table(features: np.ndarray, dataset, feature_name: str, keep_columns: Sequence[str]) -> datasets.Dataset:
+    columns = {feature_name: features}
+    schema = {feature_name: _feature_type(features.shape[1:])}
+    for column in keep_columns:
+        values = dataset[column]
+        columns[column] = values
+        schema[column] = dataset.features[column] if column in dataset.features else _value_type(values)
+    return datasets.Dataset.from_dict(columns, features=datasets.Features(schema))
 
 
 def _load_entry(folder: Path, expected_rows: int, feature_name: str) -> datasets.Dataset | None:
@@ -215,4 +281,4 @@ def _save_entry(table: datasets.Dataset, folder: Path) -> None:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-__all__ = ["compute_features", "cached_features", "model_fingerprint", "default_cache_dir"]
+__all__ = ["batch_plan", "compute_features", "cached_features", "model_fingerprint", "default_cache_dir"]
