@@ -30,6 +30,15 @@ class MedheadsTrainingArguments(TrainingArguments):
     overwrite_output_dir: bool = field(
         default=False, metadata={"help": "Start afresh even if output_dir holds checkpoints (else resume from them)."}
     )
+    # learning-rate range test (medheads.training.lr_finder): `--learning_rate auto` sets auto_learning_rate
+    auto_learning_rate: bool = field(default=False, metadata={
+        "help": "Run the learning-rate range test before training and train with its suggestion (what "
+                "'--learning_rate auto' means)."})
+    lr_find_only: bool = field(default=False, metadata={
+        "help": "Run the learning-rate range test, write output_dir/lr_find/ and stop (set by 'medheads find-lr')."})
+    lr_find_start: float = field(default=1e-7, metadata={"help": "Range test: first learning rate."})
+    lr_find_end: float = field(default=1.0, metadata={"help": "Range test: last learning rate."})
+    lr_find_steps: int = field(default=100, metadata={"help": "Range test: batches (exponential steps)."})
 
 
 @dataclass
@@ -79,7 +88,24 @@ def parse_args(dataclass_types: tuple, args: list[str] | None = None):
             args = json_to_flags(args[0]) + args[1:]
         except ValueError as error:
             parser.error(str(error))
-    return parser.parse_args_into_dataclasses(args=args)
+    return parser.parse_args_into_dataclasses(args=auto_learning_rate_flags(args))
 
 
-__all__ = ["MedheadsTrainingArguments", "DataArguments", "json_to_flags", "parse_args"]
+def auto_learning_rate_flags(args: list[str]) -> list[str]:
+    """`--learning_rate auto` (or `=auto`, also from a JSON file) becomes `--auto_learning_rate true`."""
+    out, i = [], 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--learning_rate" and i + 1 < len(args) and args[i + 1].lower() == "auto":
+            out += ["--auto_learning_rate", "true"]
+            i += 2
+            continue
+        if arg.lower() == "--learning_rate=auto":
+            out += ["--auto_learning_rate", "true"]
+        else:
+            out.append(arg)
+        i += 1
+    return out
+
+
+__all__ = ["MedheadsTrainingArguments", "DataArguments", "json_to_flags", "parse_args", "auto_learning_rate_flags"]

@@ -24,6 +24,12 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
                    "train a FrozenEncoderMultiLabel (multi-label or multi-class text classification)"),
     "train-image": ("medheads.training.image_classification", "main",
                     "train a ViTPatchClassifier (chest X-ray and other image classification)"),
+    "find-lr": ("medheads.training.lr_finder", "main",
+                "learning-rate range test for a training command (ner, text, image): plot and suggested rate"),
+    "adapt-encoder": ("medheads.training.adapt_encoder", "main",
+                      "continue masked-language-model pretraining of an encoder on domain text"),
+    "compare-encoders": ("medheads.training.compare", "main",
+                         "train the same head on several encoders (plain vs adapted) and write one comparison report"),
     "publish": ("medheads.hub.publishing", "main",
                 "stage a trained model folder with its model card and push it to the Hub"),
 }

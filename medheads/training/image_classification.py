@@ -44,6 +44,7 @@ from .arguments import DataArguments, MedheadsTrainingArguments, json_to_flags, 
 from .common import (
     dataclass_dict, exit_on_input_error, resume_checkpoint, save_split_metrics, setup_logging, write_run_summary,
 )
+from .lr_finder import maybe_find_learning_rate
 
 logger = logging.getLogger("medheads")
 
@@ -919,6 +920,7 @@ def run(args: Sequence[str] | None = None) -> dict:
     report = ""
     # 3. Train.
     if training_args.do_train:
+        maybe_find_learning_rate(trainer, training_args)
         train_result = trainer.train(resume_from_checkpoint=resume_checkpoint(training_args))
         trainer.save_model()  # model, remote code and image processor: a pipeline folder
         train_metrics = {**train_result.metrics, "train_samples": len(data.splits["train"])}

@@ -39,6 +39,7 @@ import numpy as np
 from ..data import DataFormatError, filter_rare_labels, read_text_table
 from .arguments import DataArguments, MedheadsTrainingArguments, parse_args
 from .common import dataclass_dict, exit_on_input_error, resume_checkpoint, setup_logging, write_run_summary
+from .lr_finder import maybe_find_learning_rate
 
 logger = logging.getLogger("medheads")
 
@@ -670,6 +671,7 @@ def run(model_args: ModelArguments, data_args: TextDataArguments, training_args:
     all_metrics: dict[str, Any] = {}
     if training_args.do_train:
         checkpoint = resume_checkpoint(training_args)
+        maybe_find_learning_rate(trainer, training_args)
         result = trainer.train(resume_from_checkpoint=checkpoint)
         metrics = dict(result.metrics)
         metrics["train_samples"] = len(data["train"])
