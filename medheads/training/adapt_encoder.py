@@ -115,7 +115,7 @@ def load_masked_lm(path: str):
     try:
         config = AutoConfig.from_pretrained(path)
     except (OSError, ValueError) as error:
-        raise AdaptInputError(f"--model_name_or_path {path!r} is not a model folder or Hub id ({error})") from None
+        raise AdaptInputError(f"--model_name_or_path {path!r} is not a model folder or Hub id ({str(error).splitlines()[0]})") from None
     if str(getattr(config, "model_type", "")).startswith("medheads-"):
         raise AdaptInputError(f"--model_name_or_path {path!r} is a saved medheads model, not an encoder: pass the "
                               "encoder it was built on")
@@ -147,19 +147,12 @@ def load_masked_lm(path: str):
     return model, note
 
 
-def chunk(ids: list[int], size: int) -> list[list[int]]:
-    return [ids[i:i + size] for i in range(0, len(ids), size)] or [[]]
-
-
 def encode(texts: list[str], tokenizer, max_seq_length: int) -> list[list[int]]:
-    """Token ids of each text cut into pieces of at most `max_seq_length` (special tokens included)."""
-    body = max_seq_length - tokenizer.num_special_tokens_to_add(pair=False)
-    pieces = []
-    for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]:
-        for piece in chunk(ids, body):
-            if piece:
-                pieces.append(tokenizer.build_inputs_with_special_tokens(piece))
-    return pieces
+    """Token ids of each text cut into pieces of at most `max_seq_length` (special tokens included): a long text
+    gives several pieces (the tokenizer's overflowing tokens), none of it is dropped."""
+    encoded = tokenizer(texts, truncation=True, max_length=max_seq_length, return_overflowing_tokens=True)
+    special = set(tokenizer.all_special_ids)
+    return [list(ids) for ids in encoded["input_ids"] if any(token not in special for token in ids)]
 
 
 def fixed_masks(pieces: list[list[int]], tokenizer, probability: float, seed: int) -> list[dict]:
@@ -229,14 +222,14 @@ def run(args: AdaptArguments, training_args: AdaptTrainingArguments) -> dict:
     texts = read_texts(args.train_file, args.file_format, args.text_column)
     if args.max_train_samples:
         texts = texts[: args.max_train_samples]
+    model, note = load_masked_lm(args.model_name_or_path)
     try:
         tokenizer = AutoTokenizer.from_pretrained(args.tokenizer_name or args.model_name_or_path)
     except (OSError, ValueError) as error:
         raise AdaptInputError(f"no tokenizer at {args.tokenizer_name or args.model_name_or_path!r}: pass "
-                              f"--tokenizer_name ({error})") from None
+                              f"--tokenizer_name ({str(error).splitlines()[0]})") from None
     if tokenizer.mask_token_id is None:
         raise AdaptInputError(f"the tokenizer of {args.model_name_or_path!r} has no mask token: MLM needs one")
-    model, note = load_masked_lm(args.model_name_or_path)
     set_seed(training_args.seed)
 
     order = list(range(len(texts)))
