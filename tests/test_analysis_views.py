@@ -111,3 +111,13 @@ def test_train_text_writes_the_views_from_the_real_labels_and_features(tmp_path)
     card = str(build_model_card(out, "org/tiny", revision="0" * 40))
     assert "label co-occurrence" in card and "2-D map" in card and "per-label confusion" in card
     assert "(label_cooccurrence.png)" in card and "(embedding_map_validation.png)" in card
+
+    # bootstrap CIs from the per-text validation rows: the point values are the run's own metrics
+    from medheads.training.cli import main as medheads
+
+    assert medheads(["bootstrap-ci", str(out), "--n_resamples", "200"]) == 0
+    intervals = json.loads((out / "confidence_intervals.json").read_text())
+    results = json.loads((out / "all_results.json").read_text())
+    assert intervals["validation_subset_accuracy"]["value"] == pytest.approx(results["eval_subset_accuracy"])
+    assert intervals["validation_micro_f1"]["value"] == pytest.approx(results["eval_micro_f1"])
+    assert intervals["validation_micro_f1"]["low"] <= results["eval_micro_f1"] <= intervals["validation_micro_f1"]["high"]

@@ -229,3 +229,9 @@ def test_train_ner_with_crf(tmp_path):
     for block in blocks:
         predicted = [line.split("\t")[2] for line in block.split("\n")]
         assert crf.is_valid([labels.index(tag) for tag in predicted]), predicted
+    # the bootstrap CI's point value is the run's own span F1
+    from medheads.training.cli import main as medheads
+
+    assert medheads(["bootstrap-ci", str(out), "--n_resamples", "100"]) == 0
+    intervals = json.loads((out / "confidence_intervals.json").read_text())
+    assert intervals["validation_span_f1"]["value"] == pytest.approx(metrics["eval_f1"])

@@ -30,6 +30,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
                       "continue masked-language-model pretraining of an encoder on domain text"),
     "compare-encoders": ("medheads.training.compare", "main",
                          "train the same head on several encoders (plain vs adapted) and write one comparison report"),
+    "bootstrap-ci": ("medheads.training.confidence", "main",
+                     "bootstrap 95% confidence intervals of a finished run's main metrics"),
     "publish": ("medheads.hub.publishing", "main",
                 "stage a trained model folder with its model card and push it to the Hub"),
 }

@@ -773,10 +773,11 @@ def write_reports(output_dir: str, log_history: list, predictions: dict, splits:
             plots.append(plot_per_label_f1(per_label, out / f"per_label_f1_{split}.png", title=f"F1 per label ({split})"))
         threshold_note = " (tuned per-label thresholds)" if multi_label and not np.isscalar(thresholds) else ""
         report_parts.append(f"== {split} ({len(y_true)} rows){threshold_note} ==\n{text}")
-        if split == "test":
-            with open(out / "predict_results.txt", "w") as handle:
+        if split in ("test", "validation"):  # per-text rows: bootstrap CIs (medheads bootstrap-ci) and error reading
+            name = "predict_results.txt" if split == "test" else "validation_predictions.tsv"
+            with open(out / name, "w") as handle:
                 handle.write("index\tgold\tprediction\tscore\n")
-                for i, (row_probs, gold) in enumerate(zip(probs, gold_strings(splits["test"], problem_type))):
+                for i, (row_probs, gold) in enumerate(zip(probs, gold_strings(splits[split], problem_type))):
                     if multi_label:
                         hits = np.flatnonzero(row_probs >= np.asarray(thresholds, dtype=float))
                         predicted = ";".join(labels[j] for j in hits)
