@@ -13,7 +13,7 @@ from transformers import AutoModel
 
 from medheads.training.arguments import auto_learning_rate_flags
 from medheads.training.cli import main as medheads
-from medheads.training.lr_finder import smooth, suggest
+from medheads.training.lr_finder import centered_smooth as smooth, suggest
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "scripts" / "sample_data"
@@ -36,8 +36,7 @@ def synthetic_curve(seed=0, fall=(1e-4, 1e-2)):
 def test_suggestion_lies_in_the_falling_part(seed, fall):
     lrs, losses = synthetic_curve(seed, fall)
     result = suggest(lrs, smooth(losses))
-    # the smoothing (beta 0.98) lags a little behind the raw curve: allow one point of log-spacing on the right
-    assert fall[0] <= result["steepest"] <= fall[1] * 10 ** (7 / 99), (fall, result["steepest"])
+    assert fall[0] <= result["steepest"] <= fall[1], (fall, result["steepest"])
     assert result["suggested"] == result["steepest"]
     assert result["min_div_10"] == pytest.approx(result["minimum"] / 10)
     assert result["min_div_10"] < result["minimum"]
@@ -74,7 +73,7 @@ def ner_args(encoder_dir, out):
             "--max_eval_samples", "16", "--output_dir", str(out), *FAST]
 
 
-def check_range_test(out: Path, steps: int) -> dict:
+def check_range_test(out: Path, steps: int, falls: bool = True) -> dict:
     result = json.loads((out / "lr_find" / "lr_find.json").read_text())
     lrs = np.asarray(result["learning_rates"])
     assert 5 < len(lrs) <= steps
@@ -83,9 +82,11 @@ def check_range_test(out: Path, steps: int) -> dict:
     assert lrs[0] == pytest.approx(result["start_lr"])
     assert lrs[0] <= result["suggested"] <= lrs[-1]
     losses = np.asarray(result["smoothed_losses"])
-    # the suggested rate is where the smoothed loss falls fastest: below the curve's start
+    # the suggested rate is where the smoothed loss falls (fastest): a negative slope against log(lr)
     index = result["steepest_index"]
-    assert losses[min(index + 1, len(losses) - 1)] < losses[0]
+    if falls:
+        assert np.gradient(losses, np.log10(lrs))[index] < 0
+        assert losses.min() < losses[0]
     assert (out / "lr_find" / "lr_find.png").stat().st_size > 10_000
     return result
 
@@ -135,3 +136,15 @@ def test_find_lr_text_on_cached_features(tmp_path):
 def test_find_lr_unknown_task(capsys):
     assert medheads(["find-lr", "audio"]) == 2
     assert "unknown task 'audio'" in capsys.readouterr().err
+
+
+def test_find_lr_image_vit_from_scratch(tmp_path):
+    out = tmp_path / "image"
+    status = medheads(["find-lr", "image", "--train_file", str(SAMPLE / "xray_sample.npz"), "--class_names",
+                       "normal,pneumonia", "--image_size", "28", "--patch_size", "7", "--vit_hidden_size", "16",
+                       "--vit_layers", "1", "--vit_heads", "2", "--head", "cls", "--output_dir", str(out),
+                       "--lr_find_steps", "40", "--lr_find_start", "1e-5", "--lr_find_end", "10", *FAST])
+    assert status == 0
+    # a ViT from scratch barely moves in 40 batches of 240 images: the curve's shape is not checked here
+    result = check_range_test(out, 40, falls=False)
+    assert result["steps_run"] < 40  # but it diverges at the high rates and the sweep stops early

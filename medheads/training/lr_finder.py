@@ -9,11 +9,12 @@
 The task's own command reads the data and builds the model and its `Trainer` (so every data and model flag means
 what it means for training); just before training, the test takes over: it trains a copy of the trainable weights
 for `--lr_find_steps` batches with AdamW while the learning rate grows exponentially from `--lr_find_start` to
-`--lr_find_end`, records the loss smoothed by an exponential moving average (beta 0.98, bias-corrected) and stops
-when the smoothed loss exceeds 4x its minimum (divergence). The weights and random state are restored afterwards.
+`--lr_find_end`, stops when the loss, smoothed by an exponential moving average (beta 0.9, bias-corrected), exceeds 4x its
+minimum (divergence). The weights and random state are restored afterwards.
 
-The suggested rate is the one at the **steepest descent** of the smoothed loss against log(learning rate) (what
-pytorch-lr-finder suggests), ignoring the first 10% and last 5 points; `min/10` (the rate at the minimum smoothed
+The suggested rate is the one at the **steepest descent** of the loss against log(learning rate) (what
+pytorch-lr-finder suggests), on the loss smoothed by a centred moving average (no lag) and ignoring the first 10%
+and last 5 points; `min/10` (the rate at the minimum smoothed
 loss divided by 10, fastai's older rule) is reported beside it. Outputs in `<output_dir>/lr_find/`: `lr_find.png`
 (loss vs learning rate, both marked) and `lr_find.json` (the curve and both suggestions).
 """
@@ -47,13 +48,23 @@ class LearningRateFound(Exception):
         self.result = result
 
 
-def smooth(losses: Sequence[float], beta: float = 0.98) -> list[float]:
-    """Bias-corrected exponential moving average (as fastai / pytorch-lr-finder)."""
+def smooth(losses: Sequence[float], beta: float = 0.9) -> list[float]:
+    """Bias-corrected exponential moving average: causal, used to detect divergence while the sweep runs."""
     average, out = 0.0, []
     for i, loss in enumerate(losses, start=1):
         average = beta * average + (1 - beta) * loss
         out.append(average / (1 - beta**i))
     return out
+
+
+def centered_smooth(losses: Sequence[float], window: int | None = None) -> list[float]:
+    """Centred moving average (window ~ 1/10 of the points, odd, at least 3; shrinking at the ends). Unlike an
+    exponential average it does not lag, so the steepest point is not pushed towards higher rates."""
+    values = np.asarray(losses, dtype=float)
+    n = len(values)
+    window = window or max(3, (n // 10) | 1)
+    half = window // 2
+    return [float(values[max(0, i - half): i + half + 1].mean()) for i in range(n)]
 
 
 def suggest(lrs: Sequence[float], smoothed: Sequence[float], skip_start: float = 0.1, skip_end: int = 5) -> dict:
@@ -83,15 +94,15 @@ def plot_lr_find(lrs, losses, smoothed, result: dict, path) -> Path:
     figure = _figure(6.5, 4.2)
     ax = figure.add_subplot(1, 1, 1)
     ax.plot(lrs, losses, color="0.75", linewidth=0.8, label="loss per batch")
-    ax.plot(lrs, smoothed, color="C0", linewidth=1.6, label="smoothed")
+    ax.plot(lrs, smoothed, color="C0", linewidth=1.6, label="smoothed (centred moving average)")
     ax.axvline(result["steepest"], color="C3", linestyle="--",
                label=f"steepest descent {result['steepest']:.2e} (suggested)")
     ax.axvline(result["min_div_10"], color="C2", linestyle=":", label=f"min/10 {result['min_div_10']:.2e}")
     ax.set_xscale("log")
-    finite = [v for v in smoothed if math.isfinite(v)]
-    if finite:
-        low, high = min(finite), max(finite[: max(1, len(finite) // 10)] + [min(finite) * 1.5])
-        ax.set_ylim(low - 0.1 * abs(low) - 1e-3, max(high, low + 1e-3) * 1.3)
+    finite = [v for v in list(smoothed) + list(losses) if math.isfinite(v)]
+    if finite:  # from the lowest loss to a little above the starting loss (the divergence is cut off)
+        low, start = min(finite), max(smoothed[: max(1, len(smoothed) // 10)])
+        ax.set_ylim(low - 0.05 * abs(low) - 1e-3, max(start, low + 1e-3) + 0.3 * abs(start - low) + 1e-3)
     ax.set_xlabel("learning rate (log scale)")
     ax.set_ylabel("training loss")
     ax.set_title("Learning-rate range test")
@@ -155,7 +166,7 @@ def range_test(trainer, start_lr: float = 1e-7, end_lr: float = 1.0, num_steps: 
         optimizer.zero_grad(set_to_none=True)
     finite = [i for i, v in enumerate(losses) if math.isfinite(v)]
     lrs, losses = [lrs[i] for i in finite], [losses[i] for i in finite]
-    smoothed = smooth(losses)
+    smoothed = centered_smooth(losses)
     result = suggest(lrs, smoothed)
     result.update({"learning_rates": lrs, "losses": losses, "smoothed_losses": smoothed, "start_lr": start_lr,
                    "end_lr": end_lr, "steps_run": len(lrs), "num_steps": num_steps})
@@ -213,5 +224,5 @@ def main(argv: Sequence[str] | None = None, prog: str = "medheads find-lr") -> i
     return int(status or 0)
 
 
-__all__ = ["smooth", "suggest", "range_test", "plot_lr_find", "maybe_find_learning_rate", "LearningRateFound",
+__all__ = ["smooth", "centered_smooth", "suggest", "range_test", "plot_lr_find", "maybe_find_learning_rate", "LearningRateFound",
            "main"]
