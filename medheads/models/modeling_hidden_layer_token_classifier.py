@@ -136,7 +136,8 @@ class HiddenLayerTokenClassifier(HiddenLayerTokenClassifierPreTrainedModel):
         the CRF's decisions: at each decoded position the log marginal probability of each tag, with the Viterbi
         tag as the argmax; at other attended positions (later sub-tokens, special tokens) the tag of the preceding
         decoded position (B-X continued as I-X; O before the first) with log-probability 0. So `logits.argmax(-1)` is
-        the Viterbi path and a pipeline needs nothing CRF-specific.
+        the Viterbi path. A pipeline should pass `decode_mask` (each word's first sub-token, from the fast tokenizer's
+        `word_ids()`) so that inference decodes over words exactly as training did.
         """
         kwargs.pop("output_hidden_states", None)
         kwargs.pop("output_attentions", None)
@@ -177,8 +178,8 @@ class HiddenLayerTokenClassifier(HiddenLayerTokenClassifierPreTrainedModel):
 
         `emissions` are the head's scores (`model.forward_head(model.forward_features(...))`). With a CRF: the
         Viterbi path over the positions in `decode_mask` (each word's first sub-token; default `attention_mask`, else
-        every position), always valid BIO. Without: the per-position argmax. A pipeline that calls `model(...)` can
-        simply take `outputs.logits.argmax(-1)`: a CRF model's logits already encode this path.
+        every position), always valid BIO. Without: the per-position argmax. `model(..., decode_mask=...)` gives the
+        same path as `outputs.logits.argmax(-1)` at the decoded positions.
         """
         mask = self._chain_mask(emissions, decode_mask, attention_mask)
         if self.crf is None:

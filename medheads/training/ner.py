@@ -459,6 +459,9 @@ def build_model(model_args: ModelArguments, config, label_list: list[str] | None
                     path, model.config.hidden_layers, model.config.layer_combination)
         if model_args.freeze_encoder and not model.config.freeze_encoder:
             model.freeze_encoder()
+        if model_args.use_crf and not getattr(model.config, "use_crf", False):
+            logger.warning("--use_crf is ignored: the saved model %s was trained without a CRF (softmax decoding); "
+                           "start from its encoder to train one with a CRF.", path)
         return model
     layers = parse_hidden_layers(model_args.hidden_layers, int(config.num_hidden_layers))
     id2label = dict(enumerate(label_list))
