@@ -36,6 +36,7 @@ __all__ = [
     "bootstrap_ci",
     "multilabel_ci",
     "ner_f1_ci",
+    "ner_f1_difference_ci",
     "ner_span_counts",
     "classification_metrics",
     "metric_key",
@@ -484,3 +485,10 @@ def accuracy_ci(y_true, y_pred, n_resamples: int = 1000, seed: int = 0) -> dict[
     """Accuracy with a bootstrap 95% CI."""
     correct = np.asarray(y_true) == np.asarray(y_pred)
     return bootstrap_ci(lambda idx: correct[idx].mean(), len(correct), n_resamples, seed=seed)
+
+
+def ner_f1_difference_ci(true_tags, pred_a, pred_b, n_resamples: int = 1000, seed: int = 0) -> dict[str, float]:
+    """Paired bootstrap of span micro F1(b) - F1(a) on the same sentences (both systems scored on each resample)."""
+    a, b = ner_span_counts(true_tags, pred_a), ner_span_counts(true_tags, pred_b)
+    return bootstrap_ci(lambda idx: _f1_from_counts(*b[idx].sum(axis=0)) - _f1_from_counts(*a[idx].sum(axis=0)),
+                        len(a), n_resamples, seed=seed)

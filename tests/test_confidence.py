@@ -50,3 +50,17 @@ def test_bootstrap_is_reproducible_and_checks_input():
     assert first == bootstrap_ci(lambda idx: stat[idx].mean(), 50, 100, seed=4)
     with pytest.raises(ValueError):
         bootstrap_ci(lambda idx: 0.0, 0)
+
+
+def test_paired_difference_ci():
+    from medheads.metrics import ner_f1_difference_ci
+
+    rng = np.random.default_rng(5)
+    gold = random_tags(rng, 150)
+    worse = [[g if rng.random() < 0.7 else "O" for g in s] for s in gold]
+    better = [[g if rng.random() < 0.9 else "O" for g in s] for s in gold]
+    ci = ner_f1_difference_ci(gold, worse, better, n_resamples=300)
+    assert ci["value"] == pytest.approx(ner_metrics(gold, better)["f1"] - ner_metrics(gold, worse)["f1"])
+    assert 0 < ci["low"] < ci["value"] < ci["high"]
+    same = ner_f1_difference_ci(gold, worse, worse, n_resamples=50)
+    assert same["low"] == same["high"] == 0.0

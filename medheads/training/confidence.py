@@ -6,7 +6,8 @@ the per-item predictions the training commands write (resampling sentences or te
 * Text (`train-text`): `validation_predictions.tsv` / `predict_results.txt` -> accuracy (multi-class), or subset
   accuracy and micro F1 (multi-label, at the run's thresholds).
 
-Writes `confidence_intervals.json` in the run folder and prints one line per metric.
+Writes `confidence_intervals.json` in the run folder and prints one line per metric. With `--paired` and two NER
+runs on the same data (e.g. softmax and CRF), also the paired bootstrap CI of F1(second) - F1(first).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..metrics import accuracy_ci, multilabel_ci, ner_f1_ci
+from ..metrics import accuracy_ci, multilabel_ci, ner_f1_ci, ner_f1_difference_ci
 
 
 def _ner_file(path: Path):
@@ -73,6 +74,8 @@ def main(argv: Sequence[str] | None = None, prog: str = "medheads bootstrap-ci")
     parser.add_argument("run_dirs", nargs="+", help="output folders of train-ner / train-text runs")
     parser.add_argument("--n_resamples", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--paired", action="store_true",
+                        help="two NER runs on the same sentences: CI of the span-F1 difference (second - first)")
     args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
     for run_dir in args.run_dirs:
         if not Path(run_dir).is_dir():
@@ -84,6 +87,19 @@ def main(argv: Sequence[str] | None = None, prog: str = "medheads bootstrap-ci")
         (Path(run_dir) / "confidence_intervals.json").write_text(json.dumps(intervals, indent=2))
         for name, ci in intervals.items():
             print(f"{run_dir}\t{name}\t{ci['value']:.4f}\t95% CI [{ci['low']:.4f}, {ci['high']:.4f}]\tn={ci['n']}")
+    if args.paired:
+        if len(args.run_dirs) != 2:
+            parser.error("--paired compares exactly two runs")
+        first, second = (Path(d) for d in args.run_dirs)
+        for name in ("validation_predictions.tsv", "test_predictions.tsv"):
+            if (first / name).is_file() and (second / name).is_file():
+                gold, pred_a = _ner_file(first / name)
+                gold_b, pred_b = _ner_file(second / name)
+                if gold != gold_b:
+                    parser.error(f"{name}: the two runs were scored on different sentences or tags")
+                ci = ner_f1_difference_ci(gold, pred_a, pred_b, args.n_resamples, args.seed)
+                print(f"{second.name} - {first.name}\t{name.split('_')[0]}_span_f1_difference\t{ci['value']:+.4f}\t"
+                      f"95% CI [{ci['low']:+.4f}, {ci['high']:+.4f}]\tn={ci['n']}")
     return 0
 
 
