@@ -235,3 +235,8 @@ def test_train_ner_with_crf(tmp_path):
     assert medheads(["bootstrap-ci", str(out), "--n_resamples", "100"]) == 0
     intervals = json.loads((out / "confidence_intervals.json").read_text())
     assert intervals["validation_span_f1"]["value"] == pytest.approx(metrics["eval_f1"])
+    # the model card says the decoding is CRF
+    from medheads.hub.publishing import build_model_card
+
+    card = str(build_model_card(out, "org/tiny-crf", revision="0" * 40))
+    assert "**Decoding:** **CRF (Viterbi)**" in card and "decode_mask" in card
