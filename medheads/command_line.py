@@ -90,6 +90,21 @@ def _known_names(parser) -> tuple[set[str], set[str]]:
     return dests, flags
 
 
+def auto_learning_rate_flags(args: list[str]) -> list[str]:
+    """`--learning_rate auto` (or `=auto`, also from a JSON file) becomes `--auto_learning_rate true`: the training
+    commands then run the learning-rate range test first and train at its suggestion."""
+    out, i = [], 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--learning_rate" and i + 1 < len(args) and args[i + 1].lower() == "auto":
+            out += ["--auto_learning_rate", "true"]
+            i += 2
+            continue
+        out += ["--auto_learning_rate", "true"] if arg.lower() == "--learning_rate=auto" else [arg]
+        i += 1
+    return out
+
+
 def parse_args(dataclass_types, argv: Sequence[str] | None = None, prog: str | None = None,
                description: str | None = None) -> tuple:
     """Parse `argv` (default `sys.argv[1:]`) into instances of `dataclass_types`. A first argument ending in `.json`
@@ -99,6 +114,8 @@ def parse_args(dataclass_types, argv: Sequence[str] | None = None, prog: str | N
     dests, flags = _known_names(parser)
     if is_argument_file(argv):
         argv = json_to_flags(argv[0], known=dests) + argv[1:]
+    if "auto_learning_rate" in dests:
+        argv = auto_learning_rate_flags(argv)
     _check_unknown(parser, argv, flags)
     try:
         *parsed, remaining = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
@@ -166,5 +183,5 @@ def run_command(function: Callable[[], object], prog: str) -> int:
     return 0
 
 
-__all__ = ["suggestion", "json_to_flags", "is_argument_file", "make_parser", "parse_args", "explicit_keys",
+__all__ = ["suggestion", "json_to_flags", "auto_learning_rate_flags", "is_argument_file", "make_parser", "parse_args", "explicit_keys",
            "run_command"]

@@ -33,6 +33,12 @@ from sklearn.metrics import (
 
 __all__ = [
     "detokenize", "tag_spans", "char_spans", "char_span_metrics", "pipeline_char_span_metrics",
+    "accuracy_ci",
+    "bootstrap_ci",
+    "multilabel_ci",
+    "ner_f1_ci",
+    "ner_f1_difference_ci",
+    "ner_span_counts",
     "classification_metrics",
     "metric_key",
     "multiclass_metrics",
@@ -508,3 +514,80 @@ def pipeline_char_span_metrics(ner, sentences: Sequence[Sequence[str]], tags: Se
     predicted = [{(int(e["start"]), int(e["end"]), e.get("entity_group") or e.get("entity", "").partition("-")[2])
                   for e in entities} for entities in outputs]
     return char_span_metrics(gold, predicted)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Bootstrap confidence intervals
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def bootstrap_ci(
+    statistic,
+    n_items: int,
+    n_resamples: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Percentile bootstrap over items (sentences, texts): ``statistic(indices)`` on the whole set and on
+    ``n_resamples`` resamples drawn with replacement.
+
+    Returns ``value`` (on all items), ``low`` / ``high`` (the ``(1 - confidence) / 2`` and ``1 - (1 - confidence) / 2``
+    percentiles), ``std`` (bootstrap standard error) and ``n``.
+    """
+    if n_items < 1:
+        raise ValueError("bootstrap_ci needs at least one item")
+    rng = np.random.default_rng(seed)
+    value = float(statistic(np.arange(n_items)))
+    samples = np.array([statistic(rng.integers(0, n_items, n_items)) for _ in range(n_resamples)], dtype=float)
+    tail = (1 - confidence) / 2 * 100
+    return {"value": value, "low": float(np.percentile(samples, tail)), "high": float(np.percentile(samples, 100 - tail)),
+            "std": float(samples.std(ddof=1)), "n": int(n_items), "confidence": confidence}
+
+
+def ner_span_counts(true_tags: Sequence[Sequence[str]], pred_tags: Sequence[Sequence[str]]) -> np.ndarray:
+    """Per sentence ``[true positives, predicted spans, gold spans]`` with seqeval's conlleval-compatible span
+    extraction (the default of :func:`ner_metrics`), so sums over sentences give its micro F1."""
+    from seqeval.metrics.sequence_labeling import get_entities
+
+    _check_sequences(true_tags, pred_tags)
+    counts = np.zeros((len(true_tags), 3), dtype=np.int64)
+    for i, (gold, pred) in enumerate(zip(true_tags, pred_tags)):
+        gold_spans, pred_spans = set(get_entities(list(gold))), set(get_entities(list(pred)))
+        counts[i] = (len(gold_spans & pred_spans), len(pred_spans), len(gold_spans))
+    return counts
+
+
+def _f1_from_counts(tp: float, predicted: float, gold: float) -> float:
+    return 2 * tp / (predicted + gold) if predicted + gold else 0.0
+
+
+def ner_f1_ci(true_tags, pred_tags, n_resamples: int = 1000, seed: int = 0) -> dict[str, float]:
+    """Span micro F1 (conlleval-compatible, as :func:`ner_metrics`) with a sentence-level bootstrap 95% CI."""
+    counts = ner_span_counts(true_tags, pred_tags)
+    return bootstrap_ci(lambda idx: _f1_from_counts(*counts[idx].sum(axis=0)), len(counts), n_resamples, seed=seed)
+
+
+def multilabel_ci(y_true: np.ndarray, y_pred: np.ndarray, n_resamples: int = 1000, seed: int = 0) -> dict[str, dict]:
+    """Subset accuracy and micro F1 of 0/1 label matrices with text-level bootstrap 95% CIs."""
+    y_true, y_pred = np.asarray(y_true).astype(bool), np.asarray(y_pred).astype(bool)
+    exact = (y_true == y_pred).all(axis=1)
+    tp = (y_true & y_pred).sum(axis=1)
+    npred, ngold = y_pred.sum(axis=1), y_true.sum(axis=1)
+    return {
+        "subset_accuracy": bootstrap_ci(lambda idx: exact[idx].mean(), len(exact), n_resamples, seed=seed),
+        "micro_f1": bootstrap_ci(lambda idx: _f1_from_counts(tp[idx].sum(), npred[idx].sum(), ngold[idx].sum()),
+                                 len(exact), n_resamples, seed=seed),
+    }
+
+
+def accuracy_ci(y_true, y_pred, n_resamples: int = 1000, seed: int = 0) -> dict[str, float]:
+    """Accuracy with a bootstrap 95% CI."""
+    correct = np.asarray(y_true) == np.asarray(y_pred)
+    return bootstrap_ci(lambda idx: correct[idx].mean(), len(correct), n_resamples, seed=seed)
+
+
+def ner_f1_difference_ci(true_tags, pred_a, pred_b, n_resamples: int = 1000, seed: int = 0) -> dict[str, float]:
+    """Paired bootstrap of span micro F1(b) - F1(a) on the same sentences (both systems scored on each resample)."""
+    a, b = ner_span_counts(true_tags, pred_a), ner_span_counts(true_tags, pred_b)
+    return bootstrap_ci(lambda idx: _f1_from_counts(*b[idx].sum(axis=0)) - _f1_from_counts(*a[idx].sum(axis=0)),
+                        len(a), n_resamples, seed=seed)

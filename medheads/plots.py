@@ -21,6 +21,10 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 __all__ = [
+    "label_cooccurrence",
+    "plot_label_cooccurrence",
+    "project_2d",
+    "plot_embedding_map",
     "plot_confusion_matrix",
     "plot_multilabel_confusion",
     "plot_per_label_f1",
@@ -250,3 +254,107 @@ def plot_training_curves(
 def _nothing_logged(ax: Axes, message: str) -> None:
     """Mark an empty panel with ``message``."""
     ax.text(0.5, 0.5, message, ha="center", va="center", transform=ax.transAxes)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Analysis views (seed 000): label co-occurrence, 2-D map of pooled hidden states
+# --------------------------------------------------------------------------------------------------------------------
+
+MAX_MAP_COLOURS = 10  # labels given their own colour on the 2-D map; the rest are "other"
+
+
+def label_cooccurrence(y_true: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Co-occurrence counts (``Y^T Y``: diagonal = each label's count) and the Pearson (phi) correlation of the 0/1
+    label columns of ``[N, L]`` multi-label targets. A label present in every row or in none has no variance: its
+    correlations are 0 (1 on the diagonal)."""
+    y = np.asarray(y_true, dtype=float)
+    counts = (y.T @ y).round().astype(int)
+    centered = y - y.mean(axis=0)
+    std = centered.std(axis=0)
+    covariance = centered.T @ centered / max(len(y), 1)
+    denominator = np.outer(std, std)
+    correlation = np.divide(covariance, denominator, out=np.zeros_like(covariance), where=denominator > 0)
+    np.fill_diagonal(correlation, 1.0)
+    return counts, correlation
+
+
+def plot_label_cooccurrence(y_true: np.ndarray, label_names: Sequence[str], path: str | Path,
+                            title: str = "Training labels") -> Path:
+    """Two heat maps of the training labels: co-occurrence counts (how many rows carry both labels) and their
+    correlation (-1..1). The 30 most frequent labels are shown when there are more."""
+    y = np.asarray(y_true)
+    order = np.argsort(-y.sum(axis=0), kind="stable")[:MAX_MULTILABEL_PANELS]
+    if len(order) < len(label_names):
+        title = f"{title} ({len(order)} most frequent of {len(label_names)} labels)"
+    counts, correlation = label_cooccurrence(y[:, order])
+    names = [str(label_names[j])[:24] for j in order]
+    size = max(5.0, 0.32 * len(order) + 2.5)
+    figure = _figure(2 * size + 1, size)
+    for panel, (matrix, name, cmap, limits) in enumerate(
+            ((counts, "co-occurrence (rows with both)", "Blues", (0, max(int(counts.max()), 1))),
+             (correlation, "correlation (phi)", "coolwarm", (-1, 1))), start=1):
+        ax = figure.add_subplot(1, 2, panel)
+        image = ax.imshow(matrix, cmap=cmap, vmin=limits[0], vmax=limits[1])
+        ax.set_xticks(range(len(names)), names, rotation=90, fontsize=FONT_SIZE - 2)
+        ax.set_yticks(range(len(names)), names, fontsize=FONT_SIZE - 2)
+        if len(names) <= 20:
+            for i in range(len(names)):
+                for j in range(len(names)):
+                    text = f"{matrix[i, j]:d}" if matrix.dtype.kind == "i" else f"{matrix[i, j]:.2f}"
+                    ax.text(j, i, text, ha="center", va="center", fontsize=FONT_SIZE - 3)
+        ax.set_title(name)
+        figure.colorbar(image, ax=ax, shrink=0.7)
+    figure.suptitle(title)
+    return _save(figure, path)
+
+
+def project_2d(features: np.ndarray, method: str = "auto", seed: int = 0) -> tuple[np.ndarray, str]:
+    """``[N, D]`` vectors -> ``[N, 2]`` coordinates and the method used: UMAP (umap-learn) when installed and
+    ``method`` is ``auto`` or ``umap`` (and N >= 20), else PCA (the top two principal components, signs fixed so
+    each component's largest loading is positive)."""
+    x = np.asarray(features, dtype=np.float64)
+    if method in ("auto", "umap") and len(x) >= 20:
+        try:
+            import umap  # type: ignore[import-not-found]
+        except ImportError:
+            if method == "umap":
+                raise ImportError("method='umap' needs umap-learn: pip install umap-learn") from None
+        else:
+            reducer = umap.UMAP(n_components=2, n_neighbors=min(15, len(x) - 1), random_state=seed)
+            return np.asarray(reducer.fit_transform(x), dtype=np.float64), "umap"
+    centered = x - x.mean(axis=0)
+    if len(x) < 2:
+        return np.zeros((len(x), 2)), "pca"
+    _, singular, vt = np.linalg.svd(centered, full_matrices=False)
+    components = vt[:2]
+    signs = np.sign(components[np.arange(len(components)), np.abs(components).argmax(axis=1)])
+    coords = centered @ (components * signs[:, None]).T
+    if coords.shape[1] < 2:
+        coords = np.pad(coords, ((0, 0), (0, 2 - coords.shape[1])))
+    return coords, "pca"
+
+
+def plot_embedding_map(coords: np.ndarray, point_labels: Sequence[str | None], path: str | Path,
+                       title: str = "Pooled hidden states", method: str = "pca") -> Path:
+    """Scatter of 2-D coordinates, one colour per label (the 10 most common; the rest 'other', None 'no label')."""
+    from collections import Counter
+
+    coords = np.asarray(coords)
+    common = [name for name, _ in Counter(p for p in point_labels if p is not None).most_common(MAX_MAP_COLOURS)]
+    groups = {name: [] for name in common}
+    for i, label in enumerate(point_labels):
+        key = label if label in groups else ("no label" if label is None else "other")
+        groups.setdefault(key, []).append(i)
+    figure = _figure(7.5, 5.5)
+    ax = figure.add_subplot(1, 1, 1)
+    for k, (name, rows) in enumerate(groups.items()):
+        if not rows:
+            continue
+        colour = f"C{k}" if name in common else "0.7"
+        ax.scatter(coords[rows, 0], coords[rows, 1], s=10, alpha=0.7, color=colour,
+                   label=f"{str(name)[:28]} ({len(rows)})")
+    ax.set_xlabel(f"{method.upper()} 1")
+    ax.set_ylabel(f"{method.upper()} 2")
+    ax.legend(fontsize=7, markerscale=1.5, loc="best")
+    ax.set_title(title)
+    return _save(figure, path)

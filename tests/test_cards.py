@@ -186,6 +186,7 @@ def test_token_classifier_card(folders):
     folder, summary = folders["token"]
     card = build_model_card(folder, "org/tiny", revision=SHA)
     text = _common_checks(card, folder, summary, "token-classification")
+    assert "**Decoding:** **softmax**" in text and "CRF (Viterbi)" not in text  # no CRF in this model
     data = card.data
     assert data.datasets == ["jnlpba"] and data.language == ["en"]
     assert data.base_model is None  # a local encoder that is no known public one: left out, path not leaked

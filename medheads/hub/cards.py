@@ -288,7 +288,9 @@ IMAGE_HEAD_TEXT = {
 }
 PLOT_TITLES = [("training_curves", "Training curves"), ("confusion_matrix", "Confusion matrix"),
                ("f1_per_type", "Span F1 per entity type"), ("per_label_f1", "F1 per label"),
-               ("per_class_f1", "F1 per class"), ("roc_curve", "ROC curve")]
+               ("per_class_f1", "F1 per class"), ("roc_curve", "ROC curve"),
+               ("label_cooccurrence", "Label co-occurrence and correlation of the training labels"),
+               ("embedding_map", "2-D map of the pooled hidden states, coloured by label")]
 ARCH_NAMES = {"vit": "ViT", "deit": "DeiT", "beit": "BEiT", "dinov2": "DINOv2"}
 MAX_LABEL_ROWS = 50  #: per-label rows in the results table (the most frequent labels of a longer set)
 MAX_LABELS_LISTED = 60  #: labels listed in the model description
@@ -639,7 +641,7 @@ def _head_info(run: _Run) -> dict:
         return {"layers": absolute, "hidden_layers": layers, "reads": reads, "short": short, "combination": combination,
                 "multiple": len(absolute) > 1, "feature_size": width, "depth": depth, "truncated": depth < n,
                 "dropout": config.get("classifier_dropout", 0.1), "frozen": bool(config.get("freeze_encoder")),
-                "num_labels": len(_labels(config))}
+                "num_labels": len(_labels(config)), "crf": bool(config.get("use_crf"))}
     if run.kind == "text":
         encoder = config["encoder_config"]
         n = int(encoder.get("num_hidden_layers") or 0)
@@ -1040,6 +1042,8 @@ def card_context(model_dir: str | os.PathLike, repo_id: str, revision: str | Non
         "data_files": _data_files(run, infos), "split_notes": _split_notes(run), "trained": trained,
         "script": Path(script).name, "hyperparameters": _hyperparameters(run) if trained else [],
         "training": _training_stats(run), "results": results, "plots": _plot_entries(summary.get("plots", [])),
+        "analysis_views": {view: any(Path(p).stem.startswith(view) for p in summary.get("plots", []))
+                           for view in ("label_cooccurrence", "embedding_map", "confusion_matrix")},
         "limitations": _limitations(run, infos, encoder, parameters), "citations": _citations(infos),
         "metrics": {k: (round(v, 4) if isinstance(v, float) else v) for k, v in run.metrics.items()
                     if _number(v) is not None},

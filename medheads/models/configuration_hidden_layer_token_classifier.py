@@ -36,6 +36,10 @@ class HiddenLayerTokenClassifierConfig(PreTrainedConfig):
             Dropout before the linear layer.
         freeze_encoder (`bool`, *optional*, defaults to `False`):
             Keep the encoder's weights fixed (no gradients, eval mode) and train the head only.
+        use_crf (`bool`, *optional*, defaults to `False`):
+            Put a linear-chain CRF on the linear layer's scores: learned tag transitions with hard BIO constraints,
+            negative log-likelihood loss, Viterbi decoding (the model's `logits` then give the Viterbi path under
+            argmax). Needs BIO (IOB2) labels for the constraints; other label names are left unconstrained.
 
     Example:
 
@@ -56,6 +60,7 @@ class HiddenLayerTokenClassifierConfig(PreTrainedConfig):
     layer_combination: Literal["concat", "mean", "scalar_mix"] = "concat"
     classifier_dropout: float | int = 0.1
     freeze_encoder: bool = False
+    use_crf: bool = False
 
     def __post_init__(self, **kwargs):
         if self.encoder_config is None:

@@ -12,6 +12,7 @@ from torch import nn
 from transformers.modeling_outputs import TokenClassifierOutput
 
 from .configuration_hidden_layer_token_classifier import HiddenLayerTokenClassifierConfig
+from .crf import FORBIDDEN, LinearChainCRF, continuation_tags
 from .modeling_common import (
     MedheadsPreTrainedModel, build_encoder, copy_encoder_weights, grad_context, load_pretrained_encoder,
     mark_head, select_hidden_states, split_load_kwargs,
@@ -44,6 +45,8 @@ class HiddenLayerTokenClassifierPreTrainedModel(MedheadsPreTrainedModel):
         if isinstance(module, ScalarMix):
             nn.init.zeros_(module.weights)
             nn.init.ones_(module.gamma)
+        elif isinstance(module, LinearChainCRF):
+            module.reset_parameters()
         else:
             super()._init_weights(module)
 
@@ -63,6 +66,8 @@ class HiddenLayerTokenClassifier(HiddenLayerTokenClassifierPreTrainedModel):
         self.dropout = nn.Dropout(config.classifier_dropout)
         self.classifier = nn.Linear(width, config.num_labels)
         mark_head(self.classifier)
+        labels = [config.id2label[i] for i in range(config.num_labels)]
+        self.crf = LinearChainCRF(labels) if getattr(config, "use_crf", False) else None
         self.post_init()
         if config.freeze_encoder:
             self.freeze_encoder()
@@ -129,7 +134,7 @@ class HiddenLayerTokenClassifier(HiddenLayerTokenClassifierPreTrainedModel):
 
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
                 inputs_embeds=None, labels=None, output_attentions=None, output_hidden_states=None, return_dict=None,
-                **kwargs) -> TokenClassifierOutput:
+                decode_mask=None, **kwargs) -> TokenClassifierOutput:
         r"""
         labels (`torch.LongTensor` of shape `(batch_size, sequence_length)`, *optional*):
             Label ids in `[0, num_labels)`; -100 marks positions the loss ignores (special tokens, later sub-tokens).
@@ -140,6 +145,17 @@ class HiddenLayerTokenClassifier(HiddenLayerTokenClassifierPreTrainedModel):
         output_attentions (`bool`, *optional*):
             Return the attention weights of the layers the model runs (`encoder_depth` entries); needs an attention
             implementation that returns them (`attn_implementation="eager"`).
+        decode_mask (`torch.BoolTensor` of shape `(batch_size, sequence_length)`, *optional*):
+            CRF models only: the positions the tag chain runs over, normally each word's first sub-token (what the
+            model was trained on). Default: the positions whose label is not -100 when `labels` are given, else every
+            attended position. See [`~HiddenLayerTokenClassifier.decode`].
+
+        With `config.use_crf`, the loss is the CRF's negative log-likelihood (per labelled position) and `logits` are
+        the CRF's decisions: at each decoded position the log marginal probability of each tag, with the Viterbi
+        tag as the argmax; at other attended positions (later sub-tokens, special tokens) the tag of the preceding
+        decoded position (B-X continued as I-X; O before the first) with log-probability 0. So `logits.argmax(-1)` is
+        the Viterbi path. A pipeline should pass `decode_mask` (each word's first sub-token, from the fast tokenizer's
+        `word_ids()`) so that inference decodes over words exactly as training did.
         """
         output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
         output_hidden_states = (
@@ -153,15 +169,68 @@ class HiddenLayerTokenClassifier(HiddenLayerTokenClassifierPreTrainedModel):
         loss = None
         if labels is not None:
             self._check_labels(labels, logits)
-            loss = nn.functional.cross_entropy(
-                logits.view(-1, self.config.num_labels).float(), labels.to(logits.device).view(-1), ignore_index=-100
-            )
+            if self.crf is not None:
+                loss = self.crf.neg_log_likelihood(logits, labels.to(logits.device))
+            else:
+                loss = nn.functional.cross_entropy(
+                    logits.view(-1, self.config.num_labels).float(), labels.to(logits.device).view(-1),
+                    ignore_index=-100
+                )
+        if self.crf is not None:
+            if decode_mask is None and labels is not None:
+                decode_mask = labels.to(logits.device) != -100
+            logits = self.crf_scores(logits, decode_mask, attention_mask)
         hidden_states = select_hidden_states(outputs.hidden_states, output_hidden_states)
         attentions = outputs.attentions if output_attentions else None
         if not return_dict:
             output = tuple(item for item in (logits, hidden_states, attentions) if item is not None)
             return ((loss,) + output) if loss is not None else output
         return TokenClassifierOutput(loss=loss, logits=logits, hidden_states=hidden_states, attentions=attentions)
+
+    # -- CRF decoding -----------------------------------------------------------------------------------------------
+    @staticmethod
+    def _chain_mask(emissions, decode_mask=None, attention_mask=None) -> torch.Tensor:
+        if decode_mask is None:
+            decode_mask = attention_mask
+        if decode_mask is None:
+            return torch.ones(emissions.shape[:2], dtype=torch.bool, device=emissions.device)
+        return decode_mask.to(emissions.device).bool()
+
+    def decode(self, emissions: torch.Tensor, decode_mask: torch.Tensor | None = None,
+               attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The model's tag ids, `[batch, seq]`, -100 outside `decode_mask`.
+
+        `emissions` are the head's scores (`model.forward_head(model.forward_features(...))`). With a CRF: the
+        Viterbi path over the positions in `decode_mask` (each word's first sub-token; default `attention_mask`, else
+        every position), always valid BIO. Without: the per-position argmax. `model(..., decode_mask=...)` gives the
+        same path as `outputs.logits.argmax(-1)` at the decoded positions.
+        """
+        mask = self._chain_mask(emissions, decode_mask, attention_mask)
+        if self.crf is None:
+            return emissions.argmax(-1).masked_fill(~mask, -100)
+        return self.crf.decode(emissions, mask)
+
+    def crf_scores(self, emissions: torch.Tensor, decode_mask=None, attention_mask=None) -> torch.Tensor:
+        """Per-position tag scores whose argmax is the Viterbi path (see `forward`)."""
+        mask = self._chain_mask(emissions, decode_mask, attention_mask)
+        path = self.crf.decode(emissions, mask)
+        log_marginals = self.crf.marginals(emissions, mask)
+        # make the Viterbi tag the argmax where the per-position marginal prefers another tag (rare)
+        top = log_marginals.max(-1).values
+        at_path = log_marginals.gather(-1, path.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+        raised = torch.where(log_marginals.argmax(-1) != path, top + 1e-4, at_path)
+        scores = log_marginals.scatter(-1, path.clamp(min=0).unsqueeze(-1), raised.unsqueeze(-1))
+        # positions outside the chain inherit the previous decoded tag (B-X -> I-X); O before the first one
+        seq_len = emissions.shape[1]
+        positions = torch.arange(seq_len, device=emissions.device).expand_as(mask)
+        last = torch.where(mask, positions, torch.full_like(positions, -1)).cummax(dim=1).values
+        labels = [self.config.id2label[i] for i in range(self.config.num_labels)]
+        outside = labels.index("O") if "O" in labels else 0
+        inherited = torch.where(last >= 0, path.gather(1, last.clamp(min=0)), torch.full_like(last, outside))
+        inherited = torch.tensor(continuation_tags(labels), device=emissions.device)[inherited.clamp(min=0)]
+        one_hot = torch.full_like(scores, FORBIDDEN).scatter(-1, inherited.unsqueeze(-1), 0.0)
+        scores = torch.where(mask.unsqueeze(-1), scores, one_hot)
+        return scores.to(emissions.dtype)
 
     def _check_labels(self, labels: torch.Tensor, logits: torch.Tensor):
         if labels.dtype.is_floating_point or labels.dtype == torch.bool:

@@ -62,6 +62,15 @@ class MedheadsTrainingArguments(TrainingArguments):
                                          "plots, model files) from output_dir. Without it, checkpoints there are "
                                          "resumed from and a finished run there is refused."}
     )
+    # learning-rate range test (medheads.training.lr_finder): `--learning_rate auto` sets auto_learning_rate
+    auto_learning_rate: bool = field(default=False, metadata={
+        "help": "Run the learning-rate range test before training and train with its suggestion (what "
+                "'--learning_rate auto' means)."})
+    lr_find_only: bool = field(default=False, metadata={
+        "help": "Run the learning-rate range test, write output_dir/lr_find/ and stop (set by 'medheads find-lr')."})
+    lr_find_start: float = field(default=1e-7, metadata={"help": "Range test: first learning rate."})
+    lr_find_end: float = field(default=1.0, metadata={"help": "Range test: last learning rate."})
+    lr_find_steps: int = field(default=100, metadata={"help": "Range test: batches (exponential steps)."})
 
     def __post_init__(self):
         if not self.output_dir:  # TrainingArguments would fall back to ./trainer_output

@@ -48,6 +48,7 @@ from .common import (
     write_run_summary,
 )
 from .common import prepare_output_dir
+from .lr_finder import maybe_find_learning_rate
 
 logger = logging.getLogger("medheads")
 
@@ -1258,6 +1259,7 @@ def run(model_args: ImageModelArguments, data_args: ImageDataArguments, training
     report = ""
     # 3. Train.
     if training_args.do_train:
+        maybe_find_learning_rate(trainer, training_args)
         train_result = trainer.train(resume_from_checkpoint=resume_checkpoint(training_args))
         trainer.save_model()  # model, remote code and image processor: a pipeline folder
         train_metrics = {**train_result.metrics, "train_samples": len(data.splits["train"])}

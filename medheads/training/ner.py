@@ -40,6 +40,7 @@ from .common import (
     write_run_summary,
 )
 from .common import prepare_output_dir
+from .lr_finder import maybe_find_learning_rate
 
 logger = logging.getLogger("medheads.ner")
 
@@ -72,6 +73,10 @@ class NerModelArguments(ModelArguments):
         "choices": ["concat", "mean", "scalar_mix"]})
     classifier_dropout: float = field(default=0.1, metadata={"help": "Dropout before the linear classifier."})
     freeze_encoder: bool = field(default=False, metadata={"help": "Train the head only (encoder weights fixed)."})
+    use_crf: bool = field(default=False, metadata={
+        "help": "Put a linear-chain CRF on the head (learned transitions, BIO constraints, Viterbi decoding over each "
+                "word's first sub-token). Needs BIO tags. Ignored when continuing from a saved model (its own "
+                "setting is kept)."})
     tokenizer_name: str | None = field(default=None, metadata={
         "help": "Tokenizer folder or Hub id if not the model's own. Must be a fast tokenizer (word_ids)."})
 
@@ -431,6 +436,9 @@ def build_model(model_args: NerModelArguments, config, label_list: list[str] | N
                     path, model.config.hidden_layers, model.config.layer_combination)
         if model_args.freeze_encoder and not model.config.freeze_encoder:
             model.freeze_encoder()
+        if model_args.use_crf and not getattr(model.config, "use_crf", False):
+            logger.warning("--use_crf is ignored: the saved model %s was trained without a CRF (softmax decoding); "
+                           "start from its encoder to train one with a CRF.", path)
         return model
     layers = parse_hidden_layers(model_args.hidden_layers, int(config.num_hidden_layers))
     id2label = dict(enumerate(label_list))
@@ -438,7 +446,8 @@ def build_model(model_args: NerModelArguments, config, label_list: list[str] | N
         return HiddenLayerTokenClassifier.from_encoder(
             path, hidden_layers=layers, layer_combination=model_args.layer_combination,
             classifier_dropout=model_args.classifier_dropout, freeze_encoder=model_args.freeze_encoder,
-            id2label=id2label, label2id={label: i for i, label in id2label.items()}, **load_kwargs,
+            use_crf=model_args.use_crf, id2label=id2label, label2id={label: i for i, label in id2label.items()},
+            **load_kwargs,
         )
     except ValueError as error:  # out-of-range layer, not an encoder, missing weights: the messages say what to do
         raise InputError(f"--model_name_or_path {path!r}: {error}") from None
@@ -760,6 +769,7 @@ def run(model_args: NerModelArguments, data_args: NerDataArguments, training_arg
     # 2. Train.
     if training_args.do_train:
         checkpoint = resume_checkpoint(training_args)
+        maybe_find_learning_rate(trainer, training_args)
         train_result = trainer.train(resume_from_checkpoint=checkpoint)
         trainer.save_model()  # model (+ its remote code) and tokenizer: a complete pipeline folder
         train_metrics = dict(train_result.metrics)
@@ -804,7 +814,8 @@ def run(model_args: NerModelArguments, data_args: NerDataArguments, training_arg
     if main_process:
         header = (f"{SCRIPT_NAME}: {model_args.model_name_or_path}, hidden_layers={model.config.hidden_layers}, "
                   f"layer_combination={model.config.layer_combination}, "
-                  f"freeze_encoder={model.config.freeze_encoder}\n\n")
+                  f"freeze_encoder={model.config.freeze_encoder}, "
+                  f"decoding={'CRF (Viterbi)' if getattr(model.config, 'use_crf', False) else 'softmax (argmax)'}\n\n")
         (output_dir / "classification_report.txt").write_text(header + "\n".join(report_sections), encoding="utf-8")
         arguments = dataclass_dict(model_args, data_args, training_args)
         arguments["label_list"] = label_list

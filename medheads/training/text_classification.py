@@ -26,6 +26,7 @@ line per split, because long-tailed CUI sets always have such labels and the row
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections import Counter
@@ -41,6 +42,7 @@ from ..metrics import sigmoid, softmax
 from .arguments import DataArguments, MedheadsTrainingArguments, ModelArguments
 from .common import dataclass_dict, resume_checkpoint, run_training_command, setup_logging, write_run_summary
 from .common import prepare_output_dir
+from .lr_finder import maybe_find_learning_rate
 
 logger = logging.getLogger("medheads")
 
@@ -747,6 +749,7 @@ def run(model_args: TextModelArguments, data_args: TextDataArguments, training_a
     all_metrics: dict[str, Any] = {}
     if training_args.do_train:
         checkpoint = resume_checkpoint(training_args)
+        maybe_find_learning_rate(trainer, training_args)
         result = trainer.train(resume_from_checkpoint=checkpoint)
         metrics = dict(result.metrics)
         metrics["train_samples"] = len(data["train"])
@@ -811,6 +814,8 @@ def run(model_args: TextModelArguments, data_args: TextDataArguments, training_a
     if trainer.is_world_process_zero():
         plots = write_reports(training_args.output_dir, trainer.state.log_history, predictions, splits, labels,
                               problem_type, thresholds, training_args.metric_for_best_model, all_metrics)
+        plots += write_analysis_views(training_args.output_dir, splits, labels, problem_type,
+                                      data if model_args.use_feature_cache else None, training_args.seed)
         write_run_summary(training_args.output_dir, SCRIPT_NAME, dataclass_dict(model_args, data_args, training_args),
                           {**all_metrics, **{f"{k}_feature_seconds": v for k, v in feature_seconds.items()}}, plots)
     return all_metrics
@@ -846,10 +851,11 @@ def write_reports(output_dir: str, log_history: list, predictions: dict, splits:
             plots.append(plot_per_label_f1(per_label, out / f"per_label_f1_{split}.png", title=f"F1 per label ({split})"))
         threshold_note = " (tuned per-label thresholds)" if multi_label and not np.isscalar(thresholds) else ""
         report_parts.append(f"== {split} ({len(y_true)} rows){threshold_note} ==\n{text}")
-        if split == "test":
-            with open(out / "predict_results.txt", "w") as handle:
+        if split in ("test", "validation"):  # per-text rows: bootstrap CIs (medheads bootstrap-ci) and error reading
+            name = "predict_results.txt" if split == "test" else "validation_predictions.tsv"
+            with open(out / name, "w") as handle:
                 handle.write("index\tgold\tprediction\tscore\n")
-                for i, (row_probs, gold) in enumerate(zip(probs, gold_strings(splits["test"], problem_type))):
+                for i, (row_probs, gold) in enumerate(zip(probs, gold_strings(splits[split], problem_type))):
                     if multi_label:
                         hits = np.flatnonzero(row_probs >= np.asarray(thresholds, dtype=float))
                         predicted = ";".join(labels[j] for j in hits)
@@ -864,6 +870,44 @@ def write_reports(output_dir: str, log_history: list, predictions: dict, splits:
         plots.append(plot_training_curves(log_history, out / "training_curves.png", metric=f"eval_{main_metric}"
                                           if not main_metric.startswith("eval_") else main_metric,
                                           title="Head training"))
+    return [str(p) for p in plots]
+
+
+def write_analysis_views(output_dir: str, splits: dict, labels: list[str], problem_type: str, data: dict | None,
+                         seed: int = 0) -> list[str]:
+    """Seed 000's analysis views: the co-occurrence / correlation heat map of the training labels (multi-label), and
+    a 2-D map (UMAP where umap-learn is installed, else PCA) of the pooled hidden states of the validation split (else
+    train), coloured by label (a multi-label row by its most frequent training label). The numbers behind both go
+    to `analysis_views.json`. The map needs the cached features (the default); without them it is skipped."""
+    from ..plots import label_cooccurrence, plot_embedding_map, plot_label_cooccurrence, project_2d
+
+    out = Path(output_dir)
+    plots, views = [], {}
+    multi_label = problem_type == MULTI_LABEL
+    train_targets = encode_targets(splits["train"], labels, problem_type) if splits.get("train") else None
+    if multi_label and train_targets is not None and len(labels) > 1:
+        counts, correlation = label_cooccurrence(train_targets)
+        plots.append(plot_label_cooccurrence(train_targets, labels, out / "label_cooccurrence.png",
+                                             title=f"Training labels ({len(train_targets)} rows)"))
+        views["label_cooccurrence"] = {"labels": labels, "counts": counts.tolist(),
+                                       "correlation": np.round(correlation, 6).tolist()}
+    split = "validation" if data and "validation" in data else "train" if data and "train" in data else None
+    if split is not None:
+        features = np.asarray(data[split]["pooled_features"], dtype=np.float32)
+        targets = encode_targets(splits[split], labels, problem_type)
+        if multi_label:
+            frequency = (train_targets if train_targets is not None else targets).sum(axis=0)
+            point_labels = [labels[max(np.flatnonzero(row), key=lambda j: (frequency[j], -j))] if row.any() else None
+                            for row in targets]
+        else:
+            point_labels = [labels[int(t)] for t in targets]
+        coords, method = project_2d(features, seed=seed)
+        plots.append(plot_embedding_map(coords, point_labels, out / f"embedding_map_{split}.png", method=method,
+                                        title=f"Pooled hidden states, {split} ({len(coords)} texts, {method.upper()})"))
+        views["embedding_map"] = {"split": split, "method": method, "labels": point_labels,
+                                  "coordinates": np.round(coords, 6).tolist()}
+    if views:
+        (out / "analysis_views.json").write_text(json.dumps(views))
     return [str(p) for p in plots]
 
 
