@@ -200,6 +200,26 @@ print(len(ner('the protein il-2 gene expression in t cells')))
     torch.testing.assert_close(torch.load(tmp_path / "logits.pt"), expected)
 
 
+def test_ner_pipeline_decodes_the_chain_over_the_text_tokens(tiny_tokenizer):
+    """The shipped pipeline runs a CRF model's Viterbi over the text's tokens (no [CLS]/[SEP]), as training does:
+    its per-token tags equal `decode` over exactly those positions, and every grouped entity is a valid BIO run."""
+    from medheads.models.pipeline_token_classification import MedheadsTokenClassificationPipeline
+
+    model = crf_model()
+    ner = MedheadsTokenClassificationPipeline(model=model, tokenizer=tiny_tokenizer, aggregation_strategy="none")
+    text = "the protein il-2 gene expression in t cells"
+    tokens = ner(text)
+    encoded = tiny_tokenizer(text, return_tensors="pt", return_special_tokens_mask=True)
+    text_tokens = encoded["special_tokens_mask"] == 0
+    with torch.no_grad():
+        emissions = model.forward_head(model.forward_features(input_ids=encoded["input_ids"],
+                                                              attention_mask=encoded["attention_mask"]))
+    path = model.decode(emissions, text_tokens)[text_tokens].tolist()
+    expected = [NER_LABELS[i] for i in path]
+    assert valid_bio(path)
+    assert [t["entity"] for t in tokens] == [tag for tag in expected if tag != "O"]
+
+
 def test_train_ner_with_crf(tmp_path):
     """`--use_crf` end to end: the saved model has the CRF, the report names the decoding, every predicted sentence
     is valid BIO."""

@@ -148,6 +148,22 @@ class MedheadsTokenClassificationPipeline(TokenClassificationPipeline):
             model_inputs["is_last"] = i == num_chunks - 1
             yield model_inputs
 
+    def _forward(self, model_inputs):
+        if not getattr(self.model.config, "use_crf", False):
+            return super()._forward(model_inputs)
+        # A CRF model decodes one tag chain: run it over the text's tokens (no special tokens, no padding), the
+        # positions it was trained on (every sub-token is labelled by default), so its Viterbi path is the argmax.
+        kept = {key: model_inputs.pop(key, None) for key in (
+            "special_tokens_mask", "offset_mapping", "sentence", "is_last", "word_ids", "word_to_chars_map")}
+        decode_mask = torch.ones_like(model_inputs["input_ids"], dtype=torch.bool)
+        if kept["special_tokens_mask"] is not None:
+            decode_mask &= kept["special_tokens_mask"] == 0
+        if model_inputs.get("attention_mask") is not None:
+            decode_mask &= model_inputs["attention_mask"].bool()
+        output = self.model(**model_inputs, decode_mask=decode_mask)
+        logits = output["logits"] if isinstance(output, dict) else output[0]
+        return {"logits": logits, **kept, **model_inputs}
+
     def postprocess(self, all_outputs, aggregation_strategy=AggregationStrategy.FIRST, ignore_labels=None):
         if all_outputs[0].get("word_to_chars_map") is not None or all_outputs[0].get("offset_mapping") is None:
             return super().postprocess(all_outputs, aggregation_strategy=aggregation_strategy,
