@@ -11,7 +11,7 @@ import torch
 from tiny import encoder_config
 from transformers import AutoModel
 
-from medheads.training.arguments import auto_learning_rate_flags
+from medheads.command_line import auto_learning_rate_flags
 from medheads.training.cli import main as medheads
 from medheads.training.lr_finder import centered_smooth as smooth, suggest
 

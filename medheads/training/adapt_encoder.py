@@ -34,17 +34,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..data import DataFormatError
 from .arguments import MedheadsTrainingArguments, parse_args
-from .common import exit_on_input_error, setup_logging, write_json
+from ..command_line import run_command
+from ..errors import InputError
+from .common import setup_logging, write_json
 
 logger = logging.getLogger("medheads.adapt_encoder")
 
 SCRIPT_NAME = "adapt-encoder"
 
 
-class AdaptInputError(ValueError):
-    """An argument or file the command cannot use; the message says what to do."""
+AdaptInputError = InputError  # the package's one input-error class (kept as a name for readers of this module)
 
 
 @dataclass
@@ -272,12 +272,12 @@ def run(args: AdaptArguments, training_args: AdaptTrainingArguments) -> dict:
 
 def main(argv: Sequence[str] | None = None, prog: str = "medheads adapt-encoder") -> int:
     def go(arguments):
-        args, training_args = parse_args((AdaptArguments, AdaptTrainingArguments), arguments)
+        args, training_args = parse_args((AdaptArguments, AdaptTrainingArguments), arguments, prog=prog,
+                                         description=(__doc__ or "").strip().split("\n\n")[0])
         result = run(args, training_args)
         print(json.dumps({k: result[k] for k in ("held_out_mlm_loss_before", "held_out_mlm_loss_after")}, indent=2))
 
-    return exit_on_input_error(go, list(sys.argv[1:] if argv is None else argv), (AdaptInputError, DataFormatError),
-                               prog)
+    return run_command(lambda: go(list(sys.argv[1:] if argv is None else argv)), prog)
 
 
 __all__ = ["AdaptArguments", "AdaptTrainingArguments", "read_texts", "load_masked_lm", "encode", "fixed_masks",
