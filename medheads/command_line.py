@@ -12,6 +12,7 @@ training side; so it lives at the top of the package and imports transformers on
 
 from __future__ import annotations
 
+import argparse
 import difflib
 import json
 import logging
@@ -69,6 +70,22 @@ def json_to_flags(path: str | os.PathLike, known: Iterable[str] | None = None) -
 
 def is_argument_file(argv: Sequence[str]) -> bool:
     return bool(argv) and str(argv[0]).endswith(".json") and not str(argv[0]).startswith("-")
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """`argparse.ArgumentParser` for the commands that take plain flags (export, predict, bootstrap-ci, ...): every
+    error is one `InputError` line (an unknown flag with the closest valid one suggested), never usage + exit."""
+
+    def error(self, message: str):
+        unknown = re.match(r"unrecognized arguments: (.*)", message)
+        if unknown:
+            first = unknown.group(1).split()[0]
+            name = first.split("=", 1)[0]
+            if name.startswith("-"):
+                valid = [option for action in self._actions for option in action.option_strings]
+                raise InputError(f"unknown flag {name}{suggestion(name, valid)}; see --help for the valid flags")
+            raise InputError(f"unexpected argument {first!r}; see --help")
+        raise InputError(message)
 
 
 def make_parser(dataclass_types, prog: str | None = None, description: str | None = None):
@@ -183,5 +200,5 @@ def run_command(function: Callable[[], object], prog: str) -> int:
     return 0
 
 
-__all__ = ["suggestion", "json_to_flags", "auto_learning_rate_flags", "is_argument_file", "make_parser", "parse_args", "explicit_keys",
+__all__ = ["ArgumentParser", "suggestion", "json_to_flags", "auto_learning_rate_flags", "is_argument_file", "make_parser", "parse_args", "explicit_keys",
            "run_command"]

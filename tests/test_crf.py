@@ -226,7 +226,8 @@ def test_train_ner_with_crf(tmp_path):
     from test_train_ner import tiny_word_tokenizer
     from transformers import AutoModel
 
-    from medheads.training.ner import main
+    from medheads.training.arguments import parse_args
+    from medheads.training.ner import ARGUMENT_CLASSES, run
 
     sample = Path(__file__).resolve().parents[1] / "scripts" / "sample_data"
     encoder = tmp_path / "enc"
@@ -234,11 +235,11 @@ def test_train_ner_with_crf(tmp_path):
     AutoModel.from_config(encoder_config("bert", layers=2)).save_pretrained(encoder)
     tiny_word_tokenizer(encoder).save_pretrained(encoder)
     out = tmp_path / "run"
-    metrics = main(["--model_name_or_path", str(encoder), "--train_file", str(sample / "ner_train.tsv"),
+    metrics = run(*parse_args(ARGUMENT_CLASSES, ["--model_name_or_path", str(encoder), "--train_file", str(sample / "ner_train.tsv"),
                     "--validation_file", str(sample / "ner_validation.tsv"), "--max_train_samples", "128",
                     "--max_eval_samples", "32", "--output_dir", str(out), "--do_train", "--do_eval",
                     "--num_train_epochs", "2", "--learning_rate", "5e-3", "--per_device_train_batch_size", "16",
-                    "--disable_tqdm", "true", "--use_cpu", "true", "--seed", "3", "--use_crf"])
+                    "--disable_tqdm", "true", "--use_cpu", "true", "--seed", "3", "--use_crf"]))
     assert json.loads((out / "config.json").read_text())["use_crf"] is True
     assert "decoding=CRF (Viterbi)" in (out / "classification_report.txt").read_text()
     assert "eval_f1" in metrics

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from ..command_line import ArgumentParser
 
 logger = logging.getLogger("medheads")
 
@@ -493,7 +494,7 @@ def render_readme(model, kind: str, report: dict) -> str:
 
 # -- command line -----------------------------------------------------------------------------------------------------
 def build_parser(prog: str) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=prog, description=(
+    parser = ArgumentParser(prog=prog, description=(
         "Export a medheads model folder to ONNX (fp32, and int8 with --int8), check the graphs against PyTorch on "
         "real inputs and write a folder that pipeline(..., trust_remote_code=True) loads without medheads."))
     parser.add_argument("model_dir", help="a medheads model folder (output of a training command)")

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from ..command_line import ArgumentParser
 
 logger = logging.getLogger("medheads")
 
@@ -266,7 +267,7 @@ def predict(model_dir, input_path, output_path, *, text_column: str = "text", ba
 
 
 def build_parser(prog: str) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=prog, description=(
+    parser = ArgumentParser(prog=prog, description=(
         "Annotate a corpus with a medheads model (PyTorch folder or ONNX export) through its pipeline: "
         "length-sorted batches, resumable shards, sharded across `accelerate launch` processes; results as JSON "
         "lines or parquet in input order."))

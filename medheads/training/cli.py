@@ -76,10 +76,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         hint = f" (did you mean '{close[0]}'?)" if close else ""
         print(f"{PROG}: error: unknown command {name!r}{hint}; commands: {', '.join(COMMANDS)}", file=sys.stderr)
         return 2
+    from ..command_line import run_command
+
     module, function, _ = COMMANDS[name]
     entry = getattr(importlib.import_module(module), function)
-    status = entry(rest, prog=f"{PROG} {name}")
-    return int(status or 0)
+    prog = f"{PROG} {name}"
+    status = {}
+    # Every command keeps the contract even where its own code lets an InputError or argparse's exit through.
+    failed = run_command(lambda: status.setdefault("code", entry(rest, prog=prog)), prog)
+    return int(failed or status.get("code") or 0)
 
 
 if __name__ == "__main__":

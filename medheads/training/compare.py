@@ -18,6 +18,7 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from ..command_line import ArgumentParser
 
 HEADLINE = ("accuracy", "f1", "macro_f1", "micro_f1", "weighted_f1", "subset_accuracy", "roc_auc", "loss")
 
@@ -82,7 +83,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "medheads compare-encode
     if "--" in argv:
         index = argv.index("--")
         argv, passed = argv[:index], argv[index + 1:]
-    parser = argparse.ArgumentParser(prog=prog, description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser = ArgumentParser(prog=prog, description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--command", required=True, choices=["train-ner", "train-text", "train-image"])
     parser.add_argument("--encoders", nargs="+", required=True, help="NAME=PATH for each encoder (two or more)")
     parser.add_argument("--output_dir", required=True)

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from ..metrics import accuracy_ci, multilabel_ci, ner_f1_ci, ner_f1_difference_ci
+from ..command_line import ArgumentParser
 
 
 def _ner_file(path: Path):
@@ -70,7 +71,7 @@ def run_intervals(run_dir: str | Path, n_resamples: int = 1000, seed: int = 0) -
 def main(argv: Sequence[str] | None = None, prog: str = "medheads bootstrap-ci") -> int:
     import argparse
 
-    parser = argparse.ArgumentParser(prog=prog, description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser = ArgumentParser(prog=prog, description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("run_dirs", nargs="+", help="output folders of train-ner / train-text runs")
     parser.add_argument("--n_resamples", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)

@@ -34,8 +34,8 @@ import numpy as np
 logger = logging.getLogger("medheads.lr_finder")
 
 TASKS = {
-    "ner": ("medheads.training.ner", "cli"),
-    "text": ("medheads.training.text_classification", "cli"),
+    "ner": ("medheads.training.ner", "main"),
+    "text": ("medheads.training.text_classification", "main"),
     "image": ("medheads.training.image_classification", "main"),
 }
 
