@@ -193,16 +193,12 @@ def test_cli_export_with_validation_quality(tmp_path, tiny_tokenizer, capsys):
 
     # a second export into the same folder is refused, with one line and status 2
     capsys.readouterr()
-    with pytest.raises(SystemExit) as stop:
-        cli(["export", str(tmp_path / "ner"), str(tmp_path / "out"), "--validation_file", str(conll)])
-    assert stop.value.code == 2
+    assert cli(["export", str(tmp_path / "ner"), str(tmp_path / "out"), "--validation_file", str(conll)]) == 2
     assert "not empty" in capsys.readouterr().err
 
 
 def test_cli_export_errors(tmp_path, capsys):
-    with pytest.raises(SystemExit) as stop:
-        cli(["export", str(tmp_path / "missing"), str(tmp_path / "out"), "--validation_file", "x.tsv"])
-    assert stop.value.code == 2
+    assert cli(["export", str(tmp_path / "missing"), str(tmp_path / "out"), "--validation_file", "x.tsv"]) == 2
     err = capsys.readouterr().err
     assert "medheads export: error:" in err and "Traceback" not in err
 

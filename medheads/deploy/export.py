@@ -218,6 +218,25 @@ def copy_pipeline_code(config: dict, model_dir: Path, output_dir: Path) -> None:
         else:
             raise ExportError(f"config.custom_pipelines names {info.get('impl')!r} but {module}.py is not in "
                               f"{model_dir}.")
+    copy_relative_imports(output_dir, (model_dir, models_dir))
+
+
+def copy_relative_imports(output_dir: Path, sources: tuple[Path, ...]) -> None:
+    """Every module the folder's code imports relatively (`from .image_loading import ...`), transitively, copied
+    from the first of `sources` that has it: remote-code loading fetches each of them."""
+    from transformers.dynamic_module_utils import get_relative_imports
+
+    pending = sorted(output_dir.glob("*.py"))
+    while pending:
+        for name in get_relative_imports(str(pending.pop())):
+            target = output_dir / f"{name}.py"
+            if target.is_file():
+                continue
+            source = next((folder / f"{name}.py" for folder in sources if (folder / f"{name}.py").is_file()), None)
+            if source is None:
+                raise ExportError(f"the exported code imports {name}.py, which is in none of {[str(f) for f in sources]}.")
+            shutil.copy2(source, target)
+            pending.append(target)
 
 
 def write_folder(model, kind: str, processor, output_dir: Path, variants: list[str], model_dir: Path) -> None:
