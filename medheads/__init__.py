@@ -67,9 +67,25 @@ def _register() -> None:
 _register()
 
 
+def register_task_pipeline(task: str, pipeline_class: type, auto_class: type) -> None:
+    """Make `pipeline_class` the implementation of the stock `task` (with `auto_class` as its `pt` model class),
+    keeping the task's default model and type. Used for the image pipeline, which keeps the stock behaviour for every
+    model that is not a medheads model, so a medheads user's `pipeline("image-classification", model=folder)` applies
+    the model's thresholds without remote code."""
+    from transformers.pipelines import PIPELINE_REGISTRY
+
+    current = PIPELINE_REGISTRY.supported_tasks.get(task, {})
+    if current.get("impl") is pipeline_class:
+        return
+    entry = {key: value for key, value in current.items() if key not in ("impl", "pt")}
+    entry.update(impl=pipeline_class, pt=(auto_class,))
+    PIPELINE_REGISTRY.supported_tasks[task] = entry
+    # what Pipeline.save_pretrained writes into config.json's custom_pipelines (the stock default model is not ours)
+    pipeline_class._registered_impl = {task: {key: value for key, value in entry.items() if key != "default"}}
+
+
 def _register_pipelines() -> None:
     from .models.pipeline_image_classification import MedheadsImageClassificationPipeline
-    from .pipeline_registry import register_task_pipeline
 
     register_task_pipeline("image-classification", MedheadsImageClassificationPipeline, AutoModelForImageClassification)
 
