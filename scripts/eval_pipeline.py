@@ -184,6 +184,7 @@ def main(argv=None) -> int:
         p.add_argument("--batch_size", type=int, default=16)
         p.add_argument("--no_write", action="store_true", help="do not write MODEL_DIR/pipeline_eval.json")
     args = parser.parse_args(argv)
+    args.model_dir = args.model_dir.resolve()  # the child runs elsewhere: a relative folder would read as a Hub id
     if not (args.model_dir / "config.json").is_file():
         parser.error(f"{args.model_dir}: no config.json (pass a folder written by a medheads training command)")
     if args.kind == "ner" and not args.test_file.is_file():
