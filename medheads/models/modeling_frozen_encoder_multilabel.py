@@ -50,12 +50,6 @@ class FrozenEncoderMultiLabel(FrozenEncoderMultiLabelPreTrainedModel):
         if config.freeze_encoder:
             self.freeze_encoder()
 
-    def get_input_embeddings(self):
-        return self.encoder.get_input_embeddings()
-
-    def set_input_embeddings(self, value):
-        self.encoder.set_input_embeddings(value)
-
     @classmethod
     def from_encoder(cls, encoder_name_or_path, **config_kwargs) -> "FrozenEncoderMultiLabel":
         """Build the model around a pretrained encoder (folder or Hub id), loading its weights.

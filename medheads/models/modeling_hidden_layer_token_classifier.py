@@ -72,13 +72,8 @@ class HiddenLayerTokenClassifier(HiddenLayerTokenClassifierPreTrainedModel):
         if config.freeze_encoder:
             self.freeze_encoder()
 
-    # -- encoder handling (freeze_encoder / unfreeze_encoder: MedheadsPreTrainedModel) -----------------------------
-    def get_input_embeddings(self):
-        return self.encoder.get_input_embeddings()
-
-    def set_input_embeddings(self, value):
-        self.encoder.set_input_embeddings(value)
-
+    # get/set_input_embeddings: PreTrainedModel's defaults reach the encoder through base_model_prefix = "encoder";
+    # freeze_encoder / unfreeze_encoder: MedheadsPreTrainedModel
     @classmethod
     def from_encoder(cls, encoder_name_or_path, hidden_layers=-1, **config_kwargs) -> "HiddenLayerTokenClassifier":
         """Build the model around a pretrained encoder (folder or Hub id), loading the weights of the layers it uses.
