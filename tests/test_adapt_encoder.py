@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny import encoder_config
 from transformers import AutoModel, AutoModelForMaskedLM
 
 from medheads import HiddenLayerTokenClassifier
@@ -25,13 +24,9 @@ NO_CHECKPOINTS = ["--eval_strategy", "no", "--save_strategy", "no", "--load_best
 @pytest.fixture(scope="module")
 def encoder_dir(tmp_path_factory):
     """A tiny random BERT saved as a bare BertModel (no MLM head), like all-MiniLM-L6-v2."""
-    from test_train_ner import tiny_word_tokenizer
+    from test_train_ner import save_tiny_word_encoder
 
-    folder = tmp_path_factory.mktemp("tiny_bert")
-    torch.manual_seed(0)
-    AutoModel.from_config(encoder_config("bert", layers=2)).save_pretrained(folder)
-    tiny_word_tokenizer(folder).save_pretrained(folder)
-    return folder
+    return save_tiny_word_encoder(tmp_path_factory.mktemp("tiny_bert"), layers=2)
 
 
 @pytest.fixture(scope="module")

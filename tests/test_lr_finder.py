@@ -58,13 +58,9 @@ def test_learning_rate_auto_flags():
 
 @pytest.fixture(scope="module")
 def encoder_dir(tmp_path_factory):
-    from test_train_ner import tiny_word_tokenizer
+    from test_train_ner import save_tiny_word_encoder
 
-    folder = tmp_path_factory.mktemp("tiny_bert")
-    torch.manual_seed(0)
-    AutoModel.from_config(encoder_config("bert", layers=2)).save_pretrained(folder)
-    tiny_word_tokenizer(folder).save_pretrained(folder)
-    return folder
+    return save_tiny_word_encoder(tmp_path_factory.mktemp("tiny_bert"), layers=2)
 
 
 def ner_args(encoder_dir, out):

@@ -150,14 +150,18 @@ def tiny_word_tokenizer(folder: Path) -> BertTokenizerFast:
     return tokenizer
 
 
-@pytest.fixture(scope="module")
-def encoder_dir(tmp_path_factory):
-    """A tiny random BERT saved like a pretrained encoder, with its (fast) tokenizer."""
-    folder = tmp_path_factory.mktemp("tiny_bert")
+def save_tiny_word_encoder(folder: Path, layers: int) -> Path:
+    """A tiny random BERT saved like a pretrained encoder (a bare BertModel, no MLM head, as all-MiniLM-L6-v2), with
+    its (fast) word tokenizer."""
     torch.manual_seed(0)
-    AutoModel.from_config(encoder_config("bert", layers=4)).save_pretrained(folder)
+    AutoModel.from_config(encoder_config("bert", layers=layers)).save_pretrained(folder)
     tiny_word_tokenizer(folder).save_pretrained(folder)
     return folder
+
+
+@pytest.fixture(scope="module")
+def encoder_dir(tmp_path_factory):
+    return save_tiny_word_encoder(tmp_path_factory.mktemp("tiny_bert"), layers=4)
 
 
 def read_predictions(path: Path) -> tuple[list[list[str]], list[list[str]], list[list[str]]]:
