@@ -186,6 +186,13 @@ class MedheadsPreTrainedModel(PreTrainedModel):
             freeze(getattr(self, self._frozen_module[0]))
         return embeddings
 
+    def output_flags(self, output_attentions=None, output_hidden_states=None, return_dict=None) -> tuple:
+        """A forward's `output_attentions`, `output_hidden_states` and `return_dict`, the config's where not given."""
+        config = self.config
+        return (config.output_attentions if output_attentions is None else output_attentions,
+                config.output_hidden_states if output_hidden_states is None else output_hidden_states,
+                config.return_dict if return_dict is None else return_dict)
+
     def _check_frozen(self):
         """A frozen encoder whose weights were set to require grad behind the flag's back fails loudly, not silently."""
         if self.encoder_frozen and any(p.requires_grad for p in getattr(self, self._frozen_module[0]).parameters()):

@@ -178,11 +178,8 @@ class FrozenEncoderMultiLabel(FrozenEncoderMultiLabelPreTrainedModel):
         output_attentions (`bool`, *optional*):
             Return the encoder's attention weights (per window for long texts); needs `attn_implementation="eager"`.
         """
-        output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
-        output_hidden_states = (
-            self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
-        )
-        return_dict = self.config.return_dict if return_dict is None else return_dict
+        output_attentions, output_hidden_states, return_dict = self.output_flags(
+            output_attentions, output_hidden_states, return_dict)
         hidden_states = attentions = None
         if pooled_features is None:
             if input_ids is None:

@@ -152,11 +152,8 @@ class HiddenLayerTokenClassifier(HiddenLayerTokenClassifierPreTrainedModel):
         the Viterbi path. A pipeline should pass `decode_mask` (each word's first sub-token, from the fast tokenizer's
         `word_ids()`) so that inference decodes over words exactly as training did.
         """
-        output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
-        output_hidden_states = (
-            self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
-        )
-        return_dict = self.config.return_dict if return_dict is None else return_dict
+        output_attentions, output_hidden_states, return_dict = self.output_flags(
+            output_attentions, output_hidden_states, return_dict)
         outputs = self._encode(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
                                position_ids=position_ids, inputs_embeds=inputs_embeds,
                                output_attentions=output_attentions, **kwargs)

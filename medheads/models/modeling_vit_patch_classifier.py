@@ -160,11 +160,8 @@ class ViTPatchClassifier(ViTPatchClassifierPreTrainedModel):
         output_hidden_states (`bool`, *optional*): return the backbone's `hidden_states` (every layer).
         output_attentions (`bool`, *optional*): return the backbone's attentions (`attn_implementation="eager"`).
         """
-        output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
-        output_hidden_states = (
-            self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
-        )
-        return_dict = self.config.return_dict if return_dict is None else return_dict
+        output_attentions, output_hidden_states, return_dict = self.output_flags(
+            output_attentions, output_hidden_states, return_dict)
         hidden_states = attentions = None
         if token_features is None:
             if pixel_values is None:
