@@ -6,9 +6,12 @@ marks the classes for `auto_map`, so `save_pretrained` writes a folder that load
 `trust_remote_code=True`, medheads installed or not.
 
 The pipelines ship with each checkpoint (`config.custom_pipelines`: the stock `pipeline("ner" | "token-classification"
-| "text-classification", model=..., trust_remote_code=True)` runs them). Importing medheads also registers them with
-transformers' `PIPELINE_REGISTRY` under their own task names (`medheads-token-classification`,
-`medheads-text-classification`), so they can be built by name for any model; the stock task names are left alone.
+| "text-classification" | "image-classification", model=..., trust_remote_code=True)` runs them, medheads installed
+or not). Importing medheads also makes them the implementations of those stock task names, so a model object in
+memory (`pipeline("ner", model=model, tokenizer=tokenizer)`) or a folder loaded without `trust_remote_code` gets the
+same whole entities, thresholded label sets and image loading. Every other model keeps transformers' own behaviour:
+each pipeline falls back to its stock parent for a model that is not a medheads model. The pipelines are also
+registered under their own names (`medheads-token-classification`, `medheads-text-classification`).
 """
 
 from transformers import (
@@ -69,9 +72,13 @@ _register()
 
 def register_task_pipeline(task: str, pipeline_class: type, auto_class: type) -> None:
     """Make `pipeline_class` the implementation of the stock `task` (with `auto_class` as its `pt` model class),
-    keeping the task's default model and type. Used for the image pipeline, which keeps the stock behaviour for every
-    model that is not a medheads model, so a medheads user's `pipeline("image-classification", model=folder)` applies
-    the model's thresholds without remote code."""
+    keeping the task's default model and type. Each medheads pipeline keeps the stock behaviour for every model that
+    is not a medheads model, so this changes nothing for them, while a medheads user's `pipeline("ner", model=model)`
+    on a model in memory (or a folder without remote code) gets the medheads pipeline.
+
+    `Pipeline.save_pretrained` is left to save the model, whose own `save_pretrained` writes the full
+    `custom_pipelines` declaration (`ner` and `token-classification` both) and copies the pipeline code; a stock model
+    saved through one of these pipelines is written exactly as transformers writes it."""
     from transformers.pipelines import PIPELINE_REGISTRY
 
     current = PIPELINE_REGISTRY.supported_tasks.get(task, {})
@@ -80,14 +87,16 @@ def register_task_pipeline(task: str, pipeline_class: type, auto_class: type) ->
     entry = {key: value for key, value in current.items() if key not in ("impl", "pt")}
     entry.update(impl=pipeline_class, pt=(auto_class,))
     PIPELINE_REGISTRY.supported_tasks[task] = entry
-    # what Pipeline.save_pretrained writes into config.json's custom_pipelines (the stock default model is not ours)
-    pipeline_class._registered_impl = {task: {key: value for key, value in entry.items() if key != "default"}}
 
 
 def _register_pipelines() -> None:
     from .models.pipeline_image_classification import MedheadsImageClassificationPipeline
 
-    register_task_pipeline("image-classification", MedheadsImageClassificationPipeline, AutoModelForImageClassification)
+    for task, pipeline_class, auto_class in (
+            ("token-classification", MedheadsTokenClassificationPipeline, AutoModelForTokenClassification),
+            ("text-classification", MedheadsTextClassificationPipeline, AutoModelForSequenceClassification),
+            ("image-classification", MedheadsImageClassificationPipeline, AutoModelForImageClassification)):
+        register_task_pipeline(task, pipeline_class, auto_class)
 
 
 _register_pipelines()

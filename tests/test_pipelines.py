@@ -23,7 +23,7 @@ from medheads import (
     HiddenLayerTokenClassifierConfig, MedheadsTextClassificationPipeline, MedheadsTokenClassificationPipeline,
 )
 from medheads.metrics import char_span_metrics, char_spans, detokenize, tag_spans
-from medheads.models.pipeline_token_classification import word_index_per_char
+from medheads.models.pipeline_token_classification import sentence_spans, word_index_per_char
 
 LABELS = {0: "O", 1: "B-protein", 2: "I-protein"}
 PIECES = ["il", "-", "2", "##2", "nf", "kappa", "b", "beta", "microglobulin", "ca", "+", "gene", "expression",
@@ -151,6 +151,60 @@ def test_batches(ner_folder):
     assert ner(texts) == one_by_one
     assert ner(texts, batch_size=3) == one_by_one
     assert one_by_one[1] == [] and one_by_one[3] == []
+
+
+def test_sentence_spans_are_conservative():
+    def sentences(text):
+        return [text[start:end] for start, end in sentence_spans(text)]
+
+    assert sentences("IL-2 rises. NF-kappa B falls!  Why? 3 mice (n = 5) died.") == [
+        "IL-2 rises.", "NF-kappa B falls!", "Why?", "3 mice (n = 5) died."]
+    # Initials, abbreviations, decimals and lower-case starts never end a sentence: a wrong cut could split an entity.
+    assert sentences("E. coli and S. aureus grew, e.g. in Fig. 2 at 1.5 mg per kg. mRNA fell. Cells et al. Died") == [
+        "E. coli and S. aureus grew, e.g. in Fig. 2 at 1.5 mg per kg. mRNA fell.", "Cells et al. Died"]
+    assert sentences('He said "stop." Then (IL-2) rose.') == ['He said "stop."', "Then (IL-2) rose."]
+    assert sentences("HISTORY:\nThe patient, 54, has\nmultiple sclerosis.\n\nPLAN: rest") == [
+        "HISTORY:", "The patient, 54, has\nmultiple sclerosis.", "PLAN: rest"]  # a wrapped line is not a boundary
+    assert sentences("") == [] and sentences("  \n ") == [] and sentences("no boundary here") == ["no boundary here"]
+
+
+def test_each_sentence_is_its_own_window_with_whole_text_offsets(ner_folder):
+    first, second = "IL-2 gene expression requires activation.", "NF-kappa B levels rise."
+    text = f"{first}  {second}"  # 8 + 7 tokens: one window of 16 would hold both sentences but for a special token
+    calls = []
+    ner = lookup_pipeline(ner_folder, calls=calls)
+    windows = []
+    forward = ner.model.forward
+    ner.model.forward = lambda input_ids=None, **kw: windows.append(input_ids[0].tolist()) or forward(input_ids, **kw)
+    entities = ner(text)
+    assert spans_of(entities) == [(0, 4, "IL-2"), (len(first) + 2, len(first) + 12, "NF-kappa B")]
+    tokenizer = ner.tokenizer
+    assert [tokenizer.decode(w, skip_special_tokens=True) for w in windows] == [
+        tokenizer.decode(tokenizer(s)["input_ids"], skip_special_tokens=True) for s in (first, second)]
+    # The same text read across sentences (the config flag or the call): windows hold both sentences' tokens.
+    windows.clear()
+    assert spans_of(ner(text, split_sentences=False)) == spans_of(entities)
+    assert any(tokenizer.convert_tokens_to_ids("activation") in w and tokenizer.convert_tokens_to_ids("nf") in w
+               for w in windows)
+    with pytest.raises(ValueError, match="split_sentences"):
+        ner(text, split_sentences="yes")
+
+
+def test_split_sentences_config_flag_is_saved_and_read(ner_folder, tmp_path):
+    import json
+
+    assert json.loads((ner_folder / "config.json").read_text())["split_sentences"] is True
+    model = HiddenLayerTokenClassifier.from_pretrained(ner_folder)
+    model.config.split_sentences = False
+    model.save_pretrained(tmp_path)
+    ner_tokenizer = BertTokenizerFast.from_pretrained(ner_folder)
+    ner_tokenizer.save_pretrained(tmp_path)
+    windows = []
+    ner = lookup_pipeline(tmp_path)
+    forward = ner.model.forward
+    ner.model.forward = lambda input_ids=None, **kw: windows.append(input_ids[0].tolist()) or forward(input_ids, **kw)
+    ner("IL-2 rises. NF-kappa B falls.")
+    assert len(windows) == 1  # one window across both sentences
 
 
 def test_registered_with_the_pipeline_registry(ner_folder):
@@ -364,3 +418,69 @@ def test_pipeline_save_pretrained_keeps_the_declaration(ner_folder, tmp_path):
         config = json.loads((target / "config.json").read_text())
         assert set(config["custom_pipelines"]) == {"ner", "token-classification"}
         assert (target / "pipeline_token_classification.py").is_file()
+
+
+# ----------------------------------------------------- the stock task names: medheads models in memory, other models
+
+def test_stock_task_names_serve_medheads_models_in_memory(ner_folder, text_folder, tmp_path):
+    """With medheads imported, `pipeline("ner", model=<model object>)` (no folder, no remote code) is the medheads
+    pipeline: whole entities, thresholded label sets; and saving it writes the full declaration."""
+    import json
+
+    model = HiddenLayerTokenClassifier.from_pretrained(ner_folder)
+    tokenizer = BertTokenizerFast.from_pretrained(ner_folder)
+    for task in ("ner", "token-classification"):
+        ner = pipeline(task, model=model, tokenizer=tokenizer)
+        assert type(ner) is MedheadsTokenClassificationPipeline
+    table_pipe = lookup_pipeline(ner_folder)
+    ner.model.forward = table_pipe.model.forward
+    assert spans_of(ner(SENTENCE)) == expected_spans(SENTENCE)
+    ner.save_pretrained(tmp_path / "ner")
+    saved = json.loads((tmp_path / "ner" / "config.json").read_text())
+    assert set(saved["custom_pipelines"]) == {"ner", "token-classification"}
+
+    folder, text_model, text_tokenizer = text_folder
+    classify = pipeline("text-classification", model=text_model, tokenizer=text_tokenizer)
+    assert type(classify) is MedheadsTextClassificationPipeline
+    decision = classify(TEXTS[0])
+    assert isinstance(decision, list) and all(set(row) == {"label", "score"} for row in decision)
+    assert classify([TEXTS[0]]) == [decision]  # one decision per text, not the stock top-1 dict
+
+
+def test_other_models_keep_transformers_own_pipelines(tmp_path, tiny_tokenizer):
+    """The medheads classes serving the stock task names change nothing for a stock model: same outputs as
+    transformers' own pipeline classes, the same errors, and a stock folder saved through them stays stock."""
+    import json
+
+    from transformers import (
+        BertForSequenceClassification, BertForTokenClassification, TextClassificationPipeline,
+        TokenClassificationPipeline,
+    )
+
+    tokenizer = BertTokenizerFast(vocab={w: i for i, w in enumerate(VOCAB)}, do_lower_case=True, model_max_length=16)
+    torch.manual_seed(0)
+    config = encoder_config("bert", layers=1)
+    config.vocab_size, config.id2label = len(VOCAB), LABELS
+    config.label2id = {v: k for k, v in LABELS.items()}
+    tagger = BertForTokenClassification(config).eval()
+    ner = pipeline("ner", model=tagger, tokenizer=tokenizer)
+    stock = TokenClassificationPipeline(model=tagger, tokenizer=tokenizer)
+    short = "IL-2 gene expression requires activation."
+    for kwargs in ({}, {"aggregation_strategy": "simple"}, {"aggregation_strategy": "first"}):
+        assert ner(short, **kwargs) == stock(short, **kwargs), kwargs
+    long_text = " ".join([SENTENCE] * 3)
+    assert ner(long_text, stride=4, aggregation_strategy="first") == stock(long_text, stride=4,
+                                                                           aggregation_strategy="first")
+    with pytest.raises(ValueError, match="split_sentences"):
+        ner(short, split_sentences=True)
+    ner.save_pretrained(tmp_path / "tagger")
+    assert "custom_pipelines" not in json.loads((tmp_path / "tagger" / "config.json").read_text())
+    assert not list((tmp_path / "tagger").glob("*.py"))
+
+    classifier = BertForSequenceClassification(encoder_config("bert", layers=1)).eval()
+    classifier.config.num_labels, classifier.config.problem_type = 2, "multi_label_classification"
+    classify = pipeline("text-classification", model=classifier, tokenizer=tiny_tokenizer)
+    stock_classify = TextClassificationPipeline(model=classifier, tokenizer=tiny_tokenizer)
+    assert classify(TEXTS[0]) == stock_classify(TEXTS[0])  # the stock top-1 dict, not a thresholded list
+    assert classify(TEXTS, top_k=None) == stock_classify(TEXTS, top_k=None)
+    assert classify("") == stock_classify("")  # stock models are not refused empty text either

@@ -40,6 +40,10 @@ class HiddenLayerTokenClassifierConfig(PreTrainedConfig):
             Put a linear-chain CRF on the linear layer's scores: learned tag transitions with hard BIO constraints,
             negative log-likelihood loss, Viterbi decoding (the model's `logits` then give the Viterbi path under
             argmax). Needs BIO (IOB2) labels for the constraints; other label names are left unconstrained.
+        split_sentences (`bool`, *optional*, defaults to `True`):
+            How the shipped `ner` pipeline reads raw text: sentence by sentence, each sentence its own window, as the
+            training examples were sentences. Set `False` for a model trained on longer passages: windows then run
+            across sentence boundaries. A pipeline call may override it (`split_sentences=...`).
 
     Example:
 
@@ -61,6 +65,7 @@ class HiddenLayerTokenClassifierConfig(PreTrainedConfig):
     classifier_dropout: float | int = 0.1
     freeze_encoder: bool = False
     use_crf: bool = False
+    split_sentences: bool = True
 
     def __post_init__(self, **kwargs):
         if self.encoder_config is None:

@@ -58,12 +58,19 @@ class MedheadsTextClassificationPipeline(TextClassificationPipeline):
     """
 
     @property
+    def _is_medheads(self) -> bool:
+        """Only medheads models get the changes above; any other model (the class may serve the stock task name when
+        medheads is imported) gets transformers' own behaviour."""
+        return str(getattr(self.model.config, "model_type", "")).startswith("medheads-")
+
+    @property
     def multi_label(self) -> bool:
-        return self.model.config.problem_type == "multi_label_classification"
+        return self._is_medheads and self.model.config.problem_type == "multi_label_classification"
 
     def _sanitize_parameters(self, function_to_apply=None, top_k="", **tokenizer_kwargs):
-        # Long texts are windowed by the model: tokenize them whole, without the too-long-sequence warning.
-        tokenizer_kwargs.setdefault("verbose", False)
+        if self._is_medheads:
+            # Long texts are windowed by the model: tokenize them whole, without the too-long-sequence warning.
+            tokenizer_kwargs.setdefault("verbose", False)
         return super()._sanitize_parameters(function_to_apply=function_to_apply, top_k=top_k, **tokenizer_kwargs)
 
     def _returns_decision(self, call_kwargs: dict) -> bool:
@@ -75,6 +82,8 @@ class MedheadsTextClassificationPipeline(TextClassificationPipeline):
                 and function in (None, ClassificationFunction.SIGMOID))
 
     def __call__(self, inputs, **kwargs):
+        if not self._is_medheads:
+            return super().__call__(inputs, **kwargs)
         texts = [inputs] if isinstance(inputs, (str, dict)) else inputs
         if isinstance(texts, (list, tuple)):
             for number, text in enumerate(texts):
@@ -84,7 +93,8 @@ class MedheadsTextClassificationPipeline(TextClassificationPipeline):
         return super().__call__(inputs, **kwargs)
 
     def preprocess(self, inputs, **tokenizer_kwargs):
-        check_text(inputs)
+        if self._is_medheads:
+            check_text(inputs)
         return super().preprocess(inputs, **tokenizer_kwargs)
 
     def postprocess(self, model_outputs, function_to_apply=None, top_k=1, _legacy=True):

@@ -11,10 +11,17 @@ with three changes, all about raw text:
   `average` and `max` as in transformers, and `simple` gives a word's later pieces its first piece's entity (so a
   word is never split; entity scores are the mean over the entity's tokens). Every entity's `word` is the exact
   slice `text[start:end]` (case kept). `none` returns each token with its own prediction.
-* **Long texts are tagged whole.** A text longer than the encoder's window is cut into overlapping windows (`stride`
-  tokens of overlap, default a quarter of the window); every token's scores are taken from the window where it sits
-  farthest from an edge, and entities are built once over the whole text. No truncation, no warning; an explicit
-  `stride` is honoured, and it works with every `aggregation_strategy`, `"none"` included.
+* **Text is read sentence by sentence, as the model was trained.** Training examples are sentences, so a raw text
+  is split into sentences (after `.`, `!` or `?` followed by a capitalised word, at blank lines and after a line
+  ending in `:`; never after an abbreviation such as "e.g.", "et al." or an initial as in "E. coli") and each
+  sentence is its own window, batched like separate texts; offsets stay those of the whole text. A model trained on
+  longer passages sets `config.split_sentences = False` (or a call passes `split_sentences=False`), and then windows
+  run across sentences.
+* **Long texts are tagged whole.** A sentence (or, without splitting, a text) longer than the encoder's window is
+  cut into overlapping windows (`stride` tokens of overlap, default a quarter of the window); every token's scores
+  are taken from the window where it sits farthest from an edge, and entities are built once over the whole text.
+  No truncation, no warning; an explicit `stride` is honoured, and it works with every `aggregation_strategy`,
+  `"none"` included.
 * **The default `aggregation_strategy` is `"first"`** (the stock default `"none"` returns sub-word tokens, not
   entities); pass `aggregation_strategy="none"` for per-token output.
 
@@ -22,6 +29,8 @@ This file imports numpy (a transformers dependency), torch and transformers only
 """
 
 from __future__ import annotations
+
+import re
 
 import numpy as np
 import torch
@@ -69,6 +78,43 @@ def word_index_per_char(text: str) -> list[int]:
     return index
 
 
+# A sentence ends at . ! or ? (closing quotes/brackets may follow), then whitespace, then a capital, digit or opening
+# bracket; at a blank line; or at a line break after a colon (a heading of a clinical note).
+_SENTENCE_END = re.compile(r"[.!?][\"')\]]*\s+(?=[A-Z0-9(\[\"'])|\n[ \t]*\n\s*|:[ \t]*\n\s*")
+# Words whose final period is not a sentence end: an initial ("E. coli", "J. Smith") and common abbreviations.
+_ABBREVIATION = re.compile(
+    r"(?:^|[\s(\[])(?:[A-Za-z]|e\.g|i\.e|et al|etc|vs|cf|ca|approx|resp|incl|Fig|Figs|Tab|Eq|Ref|Vol|No|Nos|pp|sp|spp|"
+    r"subsp|var|Dr|Mr|Mrs|Ms|Prof|St|Jr|Sr|Inc|Ltd|Co|Corp|Dept|Univ|Jan|Feb|Mar|Apr|Jun|Jul|Aug|Sep|Sept|Oct|Nov|"
+    r"Dec|min|max|mg)\.$")
+_CLOSING_PUNCTUATION = re.compile(r"[.!?:][\"')\]]*")
+
+
+def sentence_spans(text: str) -> list[tuple[int, int]]:
+    """`(start, end)` character spans of the sentences of `text`, surrounding whitespace left out.
+
+    Deliberately conservative: a missed boundary only gives the model some extra context, a wrong one could cut an
+    entity in two, so a period after an initial or a listed abbreviation, or before a lower-case word, never ends a
+    sentence. A text with no boundary is one span (an empty or blank text: no span).
+    """
+    spans, start = [], 0
+    for match in _SENTENCE_END.finditer(text):
+        if match.group(0)[0] == "." and _ABBREVIATION.search(text[max(0, match.start() - 12):match.start() + 1]):
+            continue
+        punctuation = _CLOSING_PUNCTUATION.match(match.group(0))  # the end mark and quotes/brackets after it
+        spans.append((start, match.start() + (punctuation.end() if punctuation else 0)))
+        start = match.end()
+    spans.append((start, len(text)))
+    trimmed = []
+    for first, last in spans:
+        while first < last and text[first].isspace():
+            first += 1
+        while last > first and text[last - 1].isspace():
+            last -= 1
+        if last > first:
+            trimmed.append((first, last))
+    return trimmed
+
+
 def encoder_window(tokenizer, config) -> int:
     """Tokens one forward pass may take: the tokenizer's `model_max_length` capped by the encoder's positions."""
     limits = []
@@ -98,20 +144,36 @@ class MedheadsTokenClassificationPipeline(TokenClassificationPipeline):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        if "aggregation_strategy" not in self._postprocess_params:
+        if self._is_medheads and "aggregation_strategy" not in self._postprocess_params:
             strategy = AggregationStrategy.FIRST if self.tokenizer.is_fast else AggregationStrategy.SIMPLE
             self._postprocess_params["aggregation_strategy"] = strategy
+
+    @property
+    def _is_medheads(self) -> bool:
+        """Only medheads models get the changes above; any other model (the class may serve the stock task names when
+        medheads is imported) gets transformers' own behaviour."""
+        return str(getattr(self.model.config, "model_type", "")).startswith("medheads-")
 
     @property
     def window(self) -> int:
         return encoder_window(self.tokenizer, self.model.config)
 
     def _sanitize_parameters(self, ignore_labels=None, aggregation_strategy=None, offset_mapping=None,
-                             is_split_into_words=False, stride=None, delimiter=None):
+                             is_split_into_words=False, stride=None, delimiter=None, split_sentences=None):
+        if not self._is_medheads:
+            if split_sentences is not None:
+                raise ValueError("`split_sentences` applies to medheads models; this model reads text the stock way.")
+            return super()._sanitize_parameters(
+                ignore_labels=ignore_labels, aggregation_strategy=aggregation_strategy, offset_mapping=offset_mapping,
+                is_split_into_words=is_split_into_words, stride=stride, delimiter=delimiter)
         # The windows are built here for any strategy, so the stock checks on `stride` are not used.
         preprocess_params, forward_params, postprocess_params = super()._sanitize_parameters(
             ignore_labels=ignore_labels, aggregation_strategy=aggregation_strategy, offset_mapping=offset_mapping,
             is_split_into_words=is_split_into_words, stride=None, delimiter=delimiter)
+        if split_sentences is not None:
+            if not isinstance(split_sentences, bool):
+                raise ValueError(f"`split_sentences` is True or False, got {split_sentences!r}.")
+            preprocess_params["split_sentences"] = split_sentences
         if stride is not None:
             specials = self.tokenizer.num_special_tokens_to_add(pair=False)
             if isinstance(stride, bool) or not isinstance(stride, int) or not 0 <= stride < self.window - specials:
@@ -122,7 +184,10 @@ class MedheadsTokenClassificationPipeline(TokenClassificationPipeline):
             preprocess_params["stride"] = stride
         return preprocess_params, forward_params, postprocess_params
 
-    def preprocess(self, sentence, offset_mapping=None, stride=None, **preprocess_params):
+    def preprocess(self, sentence, offset_mapping=None, stride=None, split_sentences=None, **preprocess_params):
+        if not self._is_medheads:
+            yield from super().preprocess(sentence, offset_mapping=offset_mapping, **preprocess_params)
+            return
         window = self.window
         if stride is None:
             stride = window // 4
@@ -135,15 +200,21 @@ class MedheadsTokenClassificationPipeline(TokenClassificationPipeline):
             return
         if not isinstance(sentence, str):
             raise ValueError(f"The ner pipeline takes a string (or a list of strings), got {type(sentence).__name__}.")
+        if split_sentences is None:
+            split_sentences = getattr(self.model.config, "split_sentences", True)
+        spans = (sentence_spans(sentence) if split_sentences else []) or [(0, len(sentence))]
         inputs = self.tokenizer(
-            sentence, return_tensors="pt", truncation=True, max_length=window, stride=stride,
-            return_overflowing_tokens=True, padding=True, return_special_tokens_mask=True,
-            return_offsets_mapping=True,
+            [sentence[start:end] for start, end in spans], truncation=True, max_length=window, stride=stride,
+            return_overflowing_tokens=True, return_special_tokens_mask=True, return_offsets_mapping=True,
         )
-        inputs.pop("overflow_to_sample_mapping", None)
+        pieces = inputs.pop("overflow_to_sample_mapping")
         num_chunks = len(inputs["input_ids"])
         for i in range(num_chunks):
-            model_inputs = {key: value[i].unsqueeze(0) for key, value in inputs.items()}
+            model_inputs = {key: torch.tensor([value[i]]) for key, value in inputs.items()}
+            # Offsets into the whole text (special tokens keep their empty (0, 0)).
+            shift = spans[pieces[i]][0]
+            offsets = model_inputs["offset_mapping"]
+            offsets[0, model_inputs["special_tokens_mask"][0] == 0] += shift
             model_inputs["sentence"] = sentence if i == 0 else None
             model_inputs["is_last"] = i == num_chunks - 1
             yield model_inputs
@@ -164,8 +235,9 @@ class MedheadsTokenClassificationPipeline(TokenClassificationPipeline):
         logits = output["logits"] if isinstance(output, dict) else output[0]
         return {"logits": logits, **kept, **model_inputs}
 
-    def postprocess(self, all_outputs, aggregation_strategy=AggregationStrategy.FIRST, ignore_labels=None):
-        if all_outputs[0].get("word_to_chars_map") is not None or all_outputs[0].get("offset_mapping") is None:
+    def postprocess(self, all_outputs, aggregation_strategy=AggregationStrategy.NONE, ignore_labels=None):
+        if (not self._is_medheads or all_outputs[0].get("word_to_chars_map") is not None
+                or all_outputs[0].get("offset_mapping") is None):
             return super().postprocess(all_outputs, aggregation_strategy=aggregation_strategy,
                                        ignore_labels=ignore_labels)
         if ignore_labels is None:
@@ -258,4 +330,5 @@ def custom_pipelines() -> dict:
     return {task: {"impl": impl, "pt": ["AutoModelForTokenClassification"], "type": "text"} for task in TASKS}
 
 
-__all__ = ["custom_pipelines", "TASKS", "MedheadsTokenClassificationPipeline", "word_index_per_char", "encoder_window"]
+__all__ = ["custom_pipelines", "TASKS", "MedheadsTokenClassificationPipeline", "word_index_per_char", "encoder_window",
+           "sentence_spans"]
