@@ -159,9 +159,12 @@ def test_sentence_spans_are_conservative():
 
     assert sentences("IL-2 rises. NF-kappa B falls!  Why? 3 mice (n = 5) died.") == [
         "IL-2 rises.", "NF-kappa B falls!", "Why?", "3 mice (n = 5) died."]
-    # Initials, abbreviations, decimals and lower-case starts never end a sentence: a wrong cut could split an entity.
-    assert sentences("E. coli and S. aureus grew, e.g. in Fig. 2 at 1.5 mg per kg. mRNA fell. Cells et al. Died") == [
-        "E. coli and S. aureus grew, e.g. in Fig. 2 at 1.5 mg per kg. mRNA fell.", "Cells et al. Died"]
+    # Initials, abbreviations and decimals never end a sentence: a wrong cut could split an entity. Biomedical
+    # sentences may start in lower case ("mRNA", "p53").
+    assert sentences("E. coli and S. aureus grew, e.g. in Fig. 2 at 1.5 mg. per kg i.v. daily. mRNA fell. Cells "
+                     "et al. Died. p53 rose") == [
+        "E. coli and S. aureus grew, e.g. in Fig. 2 at 1.5 mg. per kg i.v. daily.", "mRNA fell.", "Cells et al. Died.",
+        "p53 rose"]
     assert sentences('He said "stop." Then (IL-2) rose.') == ['He said "stop."', "Then (IL-2) rose."]
     assert sentences("HISTORY:\nThe patient, 54, has\nmultiple sclerosis.\n\nPLAN: rest") == [
         "HISTORY:", "The patient, 54, has\nmultiple sclerosis.", "PLAN: rest"]  # a wrapped line is not a boundary
@@ -375,7 +378,7 @@ def test_training_reports_the_pipeline_char_f1_and_it_agrees(sample_run):
 
 def test_eval_pipeline_script_without_medheads(sample_run):
     """scripts/eval_pipeline.py: the folder's own pipeline in a process without medheads, on raw sentences and on
-    documents of 40 sentences (several windows of the tokenizer's 64 tokens), agrees with the word-level F1."""
+    documents of 40 sentences, agrees with the word-level F1 within a point."""
     import json
     import subprocess
     import sys
@@ -392,11 +395,11 @@ def test_eval_pipeline_script_without_medheads(sample_run):
     for name, scores in report["pipeline"].items():
         if name.startswith("sentences"):  # the words the model decides on are the dataset's words
             assert abs(scores["f1"] - word_f1) <= 0.01, (name, scores, word_f1)
-    # Documents are read in ~10 overlapping windows each: a truncating pipeline would find about a tenth of the
-    # entities. (This tiny model, trained two epochs on single template sentences, reads other sentences in its
-    # window less well than a pretrained encoder does; the real-data runs in the README hold documents to 1 point.)
+    # Documents (~10 windows of the tokenizer's 64 tokens each) are read sentence by sentence, as the model was
+    # trained: a truncating pipeline would find about a tenth of the entities, and windows across sentences give this
+    # tiny model context it never saw (it scored 0.37-0.39 against 0.43 on sentences before the split).
     documents = report["pipeline"]["documents of 40 sentences, default call"]
-    assert documents["recall"] > 0.6 * report["pipeline"]["sentences, default call"]["recall"], documents
+    assert abs(documents["f1"] - word_f1) <= 0.01, (documents, word_f1)
 
 
 def test_pre_split_words_still_work(ner_folder):

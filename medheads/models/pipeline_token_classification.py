@@ -12,8 +12,8 @@ with three changes, all about raw text:
   word is never split; entity scores are the mean over the entity's tokens). Every entity's `word` is the exact
   slice `text[start:end]` (case kept). `none` returns each token with its own prediction.
 * **Text is read sentence by sentence, as the model was trained.** Training examples are sentences, so a raw text
-  is split into sentences (after `.`, `!` or `?` followed by a capitalised word, at blank lines and after a line
-  ending in `:`; never after an abbreviation such as "e.g.", "et al." or an initial as in "E. coli") and each
+  is split into sentences (after `.`, `!` or `?` and whitespace, at blank lines and after a line ending in `:`;
+  never after an abbreviation such as "e.g.", "et al.", "i.v." or an initial as in "E. coli") and each
   sentence is its own window, batched like separate texts; offsets stay those of the whole text. A model trained on
   longer passages sets `config.split_sentences = False` (or a call passes `split_sentences=False`), and then windows
   run across sentences.
@@ -78,23 +78,26 @@ def word_index_per_char(text: str) -> list[int]:
     return index
 
 
-# A sentence ends at . ! or ? (closing quotes/brackets may follow), then whitespace, then a capital, digit or opening
-# bracket; at a blank line; or at a line break after a colon (a heading of a clinical note).
-_SENTENCE_END = re.compile(r"[.!?][\"')\]]*\s+(?=[A-Z0-9(\[\"'])|\n[ \t]*\n\s*|:[ \t]*\n\s*")
-# Words whose final period is not a sentence end: an initial ("E. coli", "J. Smith") and common abbreviations.
+# A sentence ends at . ! or ? (closing quotes/brackets may follow) before whitespace and more text (biomedical
+# sentences may start in lower case: "mRNA levels ...", "p53 binds ..."); at a blank line; or at a line break after a
+# colon (a heading of a clinical note).
+_SENTENCE_END = re.compile(r"[.!?][\"')\]]*\s+(?=\S)|\n[ \t]*\n\s*|:[ \t]*\n\s*")
+# Words whose final period is not a sentence end: an initial ("E. coli", "J. Smith"), a dotted abbreviation ("i.v.",
+# "U.S.") and common abbreviations.
 _ABBREVIATION = re.compile(
-    r"(?:^|[\s(\[])(?:[A-Za-z]|e\.g|i\.e|et al|etc|vs|cf|ca|approx|resp|incl|Fig|Figs|Tab|Eq|Ref|Vol|No|Nos|pp|sp|spp|"
-    r"subsp|var|Dr|Mr|Mrs|Ms|Prof|St|Jr|Sr|Inc|Ltd|Co|Corp|Dept|Univ|Jan|Feb|Mar|Apr|Jun|Jul|Aug|Sep|Sept|Oct|Nov|"
-    r"Dec|min|max|mg)\.$")
+    r"(?:(?:^|[\s(\[])(?:[A-Za-z]|e\.g|i\.e|et al|etc|vs|cf|ca|approx|resp|incl|Fig|Figs|fig|figs|Tab|Eq|Ref|Vol|No|"
+    r"Nos|no|pp|sp|spp|subsp|var|cv|Dr|Mr|Mrs|Ms|Prof|St|Jr|Sr|Inc|Ltd|Co|Corp|Dept|Univ|Jan|Feb|Mar|Apr|Jun|Jul|Aug|"
+    r"Sep|Sept|Oct|Nov|Dec|min|max|mg|ml|mol|wt|aa|nt|bp|kb|vol)|(?:[A-Za-z]\.)+[A-Za-z])\.$")
 _CLOSING_PUNCTUATION = re.compile(r"[.!?:][\"')\]]*")
 
 
 def sentence_spans(text: str) -> list[tuple[int, int]]:
     """`(start, end)` character spans of the sentences of `text`, surrounding whitespace left out.
 
-    Deliberately conservative: a missed boundary only gives the model some extra context, a wrong one could cut an
-    entity in two, so a period after an initial or a listed abbreviation, or before a lower-case word, never ends a
-    sentence. A text with no boundary is one span (an empty or blank text: no span).
+    Conservative where it matters: a missed boundary only gives the model some extra context, a wrong one could cut
+    an entity in two, so a period after an initial, a dotted abbreviation or a listed abbreviation never ends a
+    sentence, nor does one inside a token ("1.5", "p.5"). A text with no boundary is one span (an empty or blank
+    text: no span).
     """
     spans, start = [], 0
     for match in _SENTENCE_END.finditer(text):
