@@ -75,6 +75,8 @@ class LinearChainCRF(nn.Module):
         super().__init__()
         self.num_tags = len(labels)
         allowed, allowed_start, repair = bio_constraints(labels)
+        self._continuation = continuation_tags(labels)
+        self._outside = [str(label) for label in labels].index("O") if "O" in map(str, labels) else 0
         # plain Python state (not buffers): rebuilt from the config's labels, so checkpoints hold only the parameters
         self._allowed = allowed
         self._allowed_start = allowed_start
@@ -193,6 +195,26 @@ class LinearChainCRF(nn.Module):
                 current = torch.where(t <= lengths - 1, back, current)
         path = path.masked_fill(~packed_mask, -100)
         return result.scatter(1, order, path)
+
+    def path_scores(self, emissions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Per-position tag scores, `[batch, seq, tags]`, whose argmax is the Viterbi path: the log marginals over the
+        masked positions (the Viterbi tag raised to the top where the marginal prefers another, which is rare), and
+        elsewhere a one-hot of the previous decoded tag's continuation (`B-X` -> `I-X`; `O` before the first), so a
+        word's later sub-tokens follow its first. What the model returns as `logits`, and what an ONNX export
+        computes from the graph's emissions."""
+        mask = mask.to(emissions.device).bool()
+        path = self.decode(emissions, mask)
+        log_marginals = self.marginals(emissions, mask)
+        top = log_marginals.max(-1).values
+        at_path = log_marginals.gather(-1, path.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+        raised = torch.where(log_marginals.argmax(-1) != path, top + 1e-4, at_path)
+        scores = log_marginals.scatter(-1, path.clamp(min=0).unsqueeze(-1), raised.unsqueeze(-1))
+        positions = torch.arange(emissions.shape[1], device=emissions.device).expand_as(mask)
+        last = torch.where(mask, positions, torch.full_like(positions, -1)).cummax(dim=1).values
+        inherited = torch.where(last >= 0, path.gather(1, last.clamp(min=0)), torch.full_like(last, self._outside))
+        inherited = torch.tensor(self._continuation, device=emissions.device)[inherited.clamp(min=0)]
+        one_hot = torch.full_like(scores, FORBIDDEN).scatter(-1, inherited.unsqueeze(-1), 0.0)
+        return torch.where(mask.unsqueeze(-1), scores, one_hot).to(emissions.dtype)
 
     def marginals(self, emissions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Log marginal probability of each tag at each masked position (forward-backward), `[batch, seq, tags]`;

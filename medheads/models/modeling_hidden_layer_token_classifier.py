@@ -12,7 +12,7 @@ from torch import nn
 from transformers.modeling_outputs import TokenClassifierOutput
 
 from .configuration_hidden_layer_token_classifier import HiddenLayerTokenClassifierConfig
-from .crf import FORBIDDEN, LinearChainCRF, continuation_tags
+from .crf import LinearChainCRF
 from .modeling_common import (
     MedheadsPreTrainedModel, build_encoder, copy_encoder_weights, grad_context, load_pretrained_encoder,
     mark_head, select_hidden_states, split_load_kwargs,
@@ -203,26 +203,8 @@ class HiddenLayerTokenClassifier(HiddenLayerTokenClassifierPreTrainedModel):
         return self.crf.decode(emissions, mask)
 
     def crf_scores(self, emissions: torch.Tensor, decode_mask=None, attention_mask=None) -> torch.Tensor:
-        """Per-position tag scores whose argmax is the Viterbi path (see `forward`)."""
-        mask = self._chain_mask(emissions, decode_mask, attention_mask)
-        path = self.crf.decode(emissions, mask)
-        log_marginals = self.crf.marginals(emissions, mask)
-        # make the Viterbi tag the argmax where the per-position marginal prefers another tag (rare)
-        top = log_marginals.max(-1).values
-        at_path = log_marginals.gather(-1, path.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-        raised = torch.where(log_marginals.argmax(-1) != path, top + 1e-4, at_path)
-        scores = log_marginals.scatter(-1, path.clamp(min=0).unsqueeze(-1), raised.unsqueeze(-1))
-        # positions outside the chain inherit the previous decoded tag (B-X -> I-X); O before the first one
-        seq_len = emissions.shape[1]
-        positions = torch.arange(seq_len, device=emissions.device).expand_as(mask)
-        last = torch.where(mask, positions, torch.full_like(positions, -1)).cummax(dim=1).values
-        labels = [self.config.id2label[i] for i in range(self.config.num_labels)]
-        outside = labels.index("O") if "O" in labels else 0
-        inherited = torch.where(last >= 0, path.gather(1, last.clamp(min=0)), torch.full_like(last, outside))
-        inherited = torch.tensor(continuation_tags(labels), device=emissions.device)[inherited.clamp(min=0)]
-        one_hot = torch.full_like(scores, FORBIDDEN).scatter(-1, inherited.unsqueeze(-1), 0.0)
-        scores = torch.where(mask.unsqueeze(-1), scores, one_hot)
-        return scores.to(emissions.dtype)
+        """Per-position tag scores whose argmax is the Viterbi path (see `forward` and `LinearChainCRF.path_scores`)."""
+        return self.crf.path_scores(emissions, self._chain_mask(emissions, decode_mask, attention_mask))
 
     def _check_labels(self, labels: torch.Tensor, logits: torch.Tensor):
         if labels.dtype.is_floating_point or labels.dtype == torch.bool:
