@@ -278,3 +278,41 @@ def test_other_encoders_export_exactly(tmp_path, tiny_tokenizer, arch):
         tiny_tokenizer.save_pretrained(tmp_path / kind)
         report = export(tmp_path / kind, tmp_path / f"{kind}-onnx", check_samples=TEXTS + [LONG])
         assert report["logits"]["fp32"]["max_abs_diff"] <= FP32_TOLERANCE, kind
+
+
+def test_crf_model_exports_emissions_and_decodes_like_pytorch(tmp_path, tiny_tokenizer):
+    """A CRF model's graph returns the emissions; the folder's runtime class runs the model's own CRF code on them, so
+    a process without medheads gets the PyTorch logits (log marginals, Viterbi path as argmax) and the same valid-BIO
+    entities from the pipeline."""
+    from transformers import pipeline
+
+    torch.manual_seed(0)
+    model = HiddenLayerTokenClassifier(HiddenLayerTokenClassifierConfig(
+        encoder_config=encoder_config("bert"), hidden_layers=[2], id2label=NER_LABELS, use_crf=True)).eval()
+    with torch.no_grad():  # transitions far from their zero init, so decoding differs from a per-token argmax
+        model.crf.transitions.normal_(0, 2.0)
+        model.crf.start_transitions.normal_(0, 2.0)
+    model.save_pretrained(tmp_path / "crf")
+    tiny_tokenizer.save_pretrained(tmp_path / "crf")
+    report = export(tmp_path / "crf", tmp_path / "crf-onnx", int8=True, check_samples=TEXTS + [LONG])
+    assert report["logits"]["fp32"]["max_abs_diff"] <= FP32_TOLERANCE
+    config = json.loads((tmp_path / "crf-onnx" / "config.json").read_text())
+    assert set(config["crf_parameters"]) == {"start_transitions", "end_transitions", "transitions"}
+    assert (tmp_path / "crf-onnx" / "crf.py").is_file()
+    result = run_loader({"crf": {"path": str(tmp_path / "crf-onnx"), "task": "token-classification",
+                                 "variant": "fp32", "batches": BATCHES["token"]}}, tmp_path)["crf"]
+    with torch.no_grad():
+        for batch, logits in zip(BATCHES["token"], result["logits"]):
+            encoded = tiny_tokenizer(batch, return_tensors="pt", padding=True)
+            expected = model(**encoded).logits
+            np.testing.assert_allclose(np.array(logits), expected.numpy(), atol=FP32_TOLERANCE)
+            assert all(model.crf.is_valid(row[mask.bool()].tolist()) for row, mask in
+                       zip(torch.tensor(logits).argmax(-1), encoded["attention_mask"]))
+    reference = pipeline("token-classification", model=str(tmp_path / "crf"), trust_remote_code=True)
+    expected_entities = reference(BATCHES["token"][0], aggregation_strategy="simple")
+    def spans(results):
+        return [[(e["start"], e["end"], e["entity_group"], e["word"]) for e in entities] for entities in results]
+
+    assert spans(expected_entities) == spans(result["pipeline"]) and spans(expected_entities)[0]
+    assert [e["score"] for e in result["pipeline"][0]] == pytest.approx(
+        [float(e["score"]) for e in expected_entities[0]], abs=1e-4)

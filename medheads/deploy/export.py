@@ -56,13 +56,21 @@ class ExportError(ValueError):
 
 # -- graph wrappers ---------------------------------------------------------------------------------------------------
 class TokenGraph(nn.Module):
+    """The token classifier's scores per token. For a CRF model these are the emissions (the linear layer's scores):
+    Viterbi and forward-backward are loops over the sequence, so the folder's runtime class runs the model's own CRF
+    code on them (`LinearChainCRF.path_scores`, with the transitions from `config.crf_parameters`)."""
+
     def __init__(self, model, with_token_types: bool):
         super().__init__()
         self.model, self.with_token_types = model, with_token_types
 
     def forward(self, input_ids, attention_mask, token_type_ids=None):
         kwargs = {"token_type_ids": token_type_ids} if self.with_token_types else {}
-        return self.model(input_ids=input_ids, attention_mask=attention_mask, **kwargs).logits
+        crf, self.model.crf = self.model.crf, None
+        try:
+            return self.model(input_ids=input_ids, attention_mask=attention_mask, **kwargs).logits
+        finally:
+            self.model.crf = crf
 
 
 class TextGraph(nn.Module):
@@ -255,6 +263,9 @@ def write_folder(model, kind: str, processor, output_dir: Path, variants: list[s
                   auto_map={"AutoConfig": "configuration_onnx.MedheadsOnnxConfig",
                             auto_name: f"modeling_onnx.{runtime_class}"})
     config.pop("dtype", None)
+    if getattr(model, "crf", None) is not None:  # the runtime class decodes the graph's emissions with these
+        config["crf_parameters"] = {name: parameter.detach().float().tolist()
+                                    for name, parameter in model.crf.named_parameters()}
     copy_pipeline_code(config, model_dir, output_dir)
     (output_dir / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     processor.save_pretrained(output_dir)

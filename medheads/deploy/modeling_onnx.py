@@ -7,7 +7,8 @@ tensors and returns the usual `ModelOutput` with torch logits, so the stock pipe
 unchanged. The text classifier's long-text windows are split here exactly as the PyTorch model splits them; the
 graph encodes every window and pools over all windows of a text.
 
-This file imports torch, transformers, numpy, onnxruntime and its sibling `configuration_onnx` only.
+This file imports torch, transformers, numpy, onnxruntime and its siblings `configuration_onnx` and `crf`
+(CRF models) only.
 """
 
 from __future__ import annotations
@@ -110,10 +111,30 @@ class MedheadsOnnxPreTrainedModel(PreTrainedModel):
 
 
 class MedheadsOnnxForTokenClassification(MedheadsOnnxPreTrainedModel):
+    """For a CRF model (`config.use_crf`) the graph returns the emissions and the CRF decodes here, with the
+    model's own code (`crf.py`, torch) and its transitions (`config.crf_parameters`), so `logits` are the PyTorch
+    model's: the log marginals with the Viterbi path as argmax. `decode_mask` works as in the PyTorch model."""
+
     main_input_name = "input_ids"
     _output_kind = TokenClassifierOutput
 
-    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, return_dict=None, **kwargs):
+    def __init__(self, config, session=None, onnx_path: str | None = None):
+        super().__init__(config, session=session, onnx_path=onnx_path)
+        self.crf = None
+        if getattr(config, "use_crf", False):
+            from .crf import LinearChainCRF
+
+            parameters = getattr(config, "crf_parameters", None)
+            if not parameters:
+                raise ValueError("config.use_crf is set but config.crf_parameters is missing: re-export the model "
+                                 "with `medheads export`.")
+            self.crf = LinearChainCRF([config.id2label[i] for i in range(config.num_labels)])
+            with torch.no_grad():
+                for name, values in parameters.items():
+                    getattr(self.crf, name).copy_(torch.tensor(values, dtype=torch.float32))
+
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, return_dict=None, decode_mask=None,
+                **kwargs):
         feeds = self._text_feeds(input_ids, attention_mask, token_type_ids)
         limit = getattr(self.config.encoder_config, "max_position_embeddings", None)
         if limit and feeds["input_ids"].shape[1] > int(limit):
@@ -121,7 +142,11 @@ class MedheadsOnnxForTokenClassification(MedheadsOnnxPreTrainedModel):
                 f"The input has {feeds['input_ids'].shape[1]} tokens but the encoder has {limit} positions: split "
                 "the text (the pipeline's `stride` does) or truncate it."
             )
-        return self._output(self._run(feeds), return_dict)
+        logits = self._run(feeds)
+        if self.crf is not None:
+            mask = decode_mask if decode_mask is not None else feeds["attention_mask"]
+            logits = self.crf.path_scores(logits, mask.bool())
+        return self._output(logits, return_dict)
 
 
 class MedheadsOnnxForSequenceClassification(MedheadsOnnxPreTrainedModel):
