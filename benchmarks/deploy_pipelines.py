@@ -39,7 +39,7 @@ from benchmarks import common
 
 DEFAULTS = dict(encoder=None, data_dir=None, ner_model=None, ner_stock_model=None, ner_layer=3,
                 ner_train_sentences=2000, ner_train_epochs=1.0, ner_learning_rate=2e-4, n_sentences=256,
-                n_quality=500, n_captions=256, n_images=512, batch_size=32, repeats=3, tasks=["ner", "text", "image"],
+                n_quality=2000, n_captions=256, n_images=512, batch_size=32, repeats=5, tasks=["ner", "text", "image"],
                 work_dir=None)
 TARGETS = {"ner": 4.0, "text": 2.5, "image": 2.0}
 
@@ -308,7 +308,8 @@ def run_image(data_dir, n_images, batch_size, repeats, work: Path) -> dict:
 
 
 def run(encoder=None, data_dir=None, ner_model=None, ner_stock_model=None, ner_layer=3, ner_train_sentences=2000,
-        ner_train_epochs=1.0, ner_learning_rate=2e-4, n_sentences=256, n_quality=500, n_captions=256, n_images=512, batch_size=32, repeats=3, tasks=("ner", "text", "image"),
+        ner_train_epochs=1.0, ner_learning_rate=2e-4, n_sentences=256, n_quality=2000, n_captions=256, n_images=512,
+        batch_size=32, repeats=5, tasks=("ner", "text", "image"),
         work_dir=None) -> dict:
     common.quiet_transformers()
     encoder = encoder or common.minilm_path()
