@@ -242,6 +242,16 @@ def render_deploy(r: dict) -> list[str]:
             qc = d["quality_check"]
             out.append(f"F1 drop of medheads int8 vs stock: {qc['span_f1_drop_points']:.2f} points (target <= "
                        f"{qc['target_max_drop']}): " + ("met" if qc["met"] else "**missed**") + ".")
+            if "int8_cost_points" in qc:
+                out.append(f"Cost of int8 alone (medheads PyTorch fp32 - ONNX int8, same model): "
+                           f"{qc['int8_cost_points']:.2f} points.")
+        if d.get("training"):
+            t = d["training"]
+            runs = "; ".join(f"{side}: layer {run['layers']}, {run['seconds']:.0f} s" + (" (reused)" if run["reused"] else "")
+                             for side, run in t["runs"].items())
+            out += ["", f"Both NER models trained by the benchmark with one recipe (`medheads train-ner`): first "
+                    f"{t['sentences']} sentences of {t['data']}, {t['epochs']:g} epoch, lr {t['learning_rate']:g}, "
+                    f"batch {t['batch_size']}, every sub-token labelled ({runs})."]
         out.append("")
     return out
 

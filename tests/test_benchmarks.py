@@ -63,7 +63,7 @@ def settings(tiny_encoder):
                            **TRAIN_OVERRIDES),
         "long_documents": dict(encoder=tiny_encoder, n_docs=4, window=32, repeats=1, measure_memory=False),
         "deploy_pipelines": dict(encoder=tiny_encoder, n_sentences=8, n_captions=8, n_images=8, batch_size=4,
-                                 repeats=1, ner_layer=2),
+                                 repeats=1, ner_layer=2, ner_train_sentences=16, n_quality=12),
     }
 
 
@@ -201,4 +201,12 @@ def test_deploy_pipelines_export_checks(report):
     for task, d in result["datasets"].items():
         assert d["export_check"]["fp32"] <= 1e-4, task  # the ONNX side computes what PyTorch computes
         assert {"stock_fp32", "medheads_onnx_int8"} <= set(d["sides"]), task
-    assert result["datasets"]["ner"]["settings"]["layer"] == 2
+    ner = result["datasets"]["ner"]
+    assert ner["settings"]["layer"] == 2
+    # both NER models trained by the benchmark with one recipe, then scored through the pipelines
+    runs = ner["training"]["runs"]
+    assert (runs["medheads"]["layers"], runs["stock"]["layers"]) == (2, -1) and ner["settings"]["trained"]
+    assert set(ner["quality"]) == {"stock_fp32", "medheads_torch_fp32", "medheads_onnx_fp32", "medheads_onnx_int8"}
+    assert all(q["sentences"] == 12 for q in ner["quality"].values())
+    # ONNX fp32 computes what PyTorch computes: the same entities
+    assert ner["quality"]["medheads_onnx_fp32"]["span_f1"] == ner["quality"]["medheads_torch_fp32"]["span_f1"]

@@ -402,3 +402,50 @@ def test_empty_label_cells_without_separator_name_the_flag(tmp_path):
     assert data.class_names == ["effusion", "nodule"]
     labels = np.asarray(list(data.splits["train"]["labels"]) + list(data.splits["validation"]["labels"]))
     assert labels.sum() == 5 and (labels.sum(axis=1) == 0).sum() == 3
+
+
+@pytest.mark.parametrize("settings", [
+    {},  # the tiny processor: 32 px, resize
+    {"image_mean": [0.5] * 3, "image_std": [0.5] * 3, "size": {"height": 28, "width": 28}},
+    {"do_normalize": False},
+    {"size": {"height": 20, "width": 24}, "resample": 3},  # non-square, bicubic
+])
+def test_fast_preprocessing_gives_the_processors_pixels_bit_for_bit(settings):
+    """The pipeline's table-lookup preprocessing equals the image processor on what load_image returns: images of
+    other sizes (resized), grayscale, RGBA, palette, 16-bit and array inputs."""
+    from transformers import pipeline
+
+    from medheads.models.image_loading import load_image
+    from medheads.models.pipeline_image_classification import fast_pixel_values, pixel_table
+
+    processor = make_image_processor(32)
+    for key, value in settings.items():
+        setattr(processor, key, value)
+    table = pixel_table(processor)
+    assert table is not None and table.shape == (3, 256)
+    rng = np.random.default_rng(0)
+    gray = (rng.random((28, 28)) * 255).astype(np.uint8)
+    sources = [Image.fromarray(gray, mode="L"), gray, Image.fromarray((rng.random((40, 33, 3)) * 255).astype(np.uint8)),
+               Image.fromarray((rng.random((32, 32, 4)) * 255).astype(np.uint8), mode="RGBA"),
+               Image.fromarray(gray, mode="L").convert("P"), Image.fromarray((gray.astype(np.uint16) * 16))]
+    pipe = pipeline("image-classification", model=tiny_model("single_label_classification", num_labels=2),
+                    image_processor=processor)
+    for source in sources:
+        image = load_image(source)
+        expected = processor(images=image, return_tensors="np")["pixel_values"]
+        fast = fast_pixel_values(image, processor, table)
+        assert fast.dtype == expected.dtype and np.array_equal(fast, expected)
+        assert torch.equal(pipe.preprocess(source)["pixel_values"], torch.from_numpy(expected))
+
+
+def test_fast_preprocessing_steps_aside_for_what_it_does_not_cover():
+    from medheads.models.pipeline_image_classification import fast_pixel_values, pixel_table
+
+    processor = make_image_processor(32)
+    processor.do_center_crop, processor.crop_size = True, {"height": 16, "width": 16}
+    assert pixel_table(processor) is None  # cropping: the processor runs as before
+    processor = make_image_processor(32)
+    processor.size = {"shortest_edge": 32}
+    assert pixel_table(processor) is None
+    processor = make_image_processor(32)
+    assert fast_pixel_values(Image.new("L", (32, 32)), processor, pixel_table(processor)) is None  # not RGB

@@ -210,6 +210,21 @@ def test_split_sentences_config_flag_is_saved_and_read(ner_folder, tmp_path):
     assert len(windows) == 1  # one window across both sentences
 
 
+def test_batched_calls_run_shortest_first_and_answer_in_input_order(ner_folder):
+    calls = []
+    ner = lookup_pipeline(ner_folder, calls=calls)
+    texts = [" ".join([SENTENCE] * 2), "gene expression", SENTENCE, "IL-2 levels rise.", "T cells"]
+    one_by_one = [ner(text) for text in texts]
+    calls.clear()
+    assert ner(texts, batch_size=2) == one_by_one
+    lengths = [shape[1] for shape in calls]
+    assert lengths == sorted(lengths) and lengths[0] < lengths[-1]  # padded to texts of about their own length
+    calls.clear()
+    assert ner(texts, batch_size=1) == one_by_one  # batches of one: the order of the call
+    lengths = [shape[1] for shape in calls]
+    assert lengths[0] == 16 and lengths != sorted(lengths)  # the windows of the long text come first
+
+
 def test_registered_with_the_pipeline_registry(ner_folder):
     from transformers.pipelines import PIPELINE_REGISTRY
 
@@ -279,6 +294,30 @@ def test_default_call_returns_the_thresholded_decision(text_folder):
     model.config.thresholds = 1.0
     model.save_pretrained(folder)
     assert pipeline("text-classification", model=str(folder), trust_remote_code=True)(TEXTS[0]) == []
+
+
+def test_text_batches_run_shortest_first_and_answer_in_input_order(text_folder):
+    folder = text_folder[0]
+    classify = pipeline("text-classification", model=str(folder), trust_remote_code=True)
+    texts = [TEXTS[0], TEXTS[1], " ".join(TEXTS * 3), TEXTS[2], "chest x ray"]
+    seen = []
+    forward = classify.model.forward
+
+    def recording(input_ids=None, **kwargs):
+        seen.append(tuple(input_ids.shape))
+        return forward(input_ids=input_ids, **kwargs)
+
+    classify.model.forward = recording
+    for kwargs in ({}, {"top_k": None}):
+        one_by_one = [classify(text, **kwargs) for text in texts]
+        seen.clear()
+        batched = classify(texts, batch_size=2, **kwargs)
+        assert [[row["label"] for row in rows] for rows in batched] == \
+            [[row["label"] for row in rows] for rows in one_by_one]
+        for rows, expected in zip(batched, one_by_one):
+            assert [row["score"] for row in rows] == pytest.approx([row["score"] for row in expected], abs=1e-5)
+        lengths = [shape[1] for shape in seen]
+        assert lengths == sorted(lengths) and lengths[0] < lengths[-1]
 
 
 def test_multi_class_keeps_the_stock_behaviour(tmp_path, tiny_tokenizer):

@@ -15,18 +15,72 @@ transformers' `ImageClassificationPipeline` with two differences:
     `top_k=k` the k best (the stock meaning);
   - regression: `[{"label", "score"}]` with the predicted value of every output in `id2label` order.
 
+Preprocessing is the image processor's, computed faster: after `load_image` every image is 8-bit RGB, and rescaling
+and normalizing map each (channel, value) pair to one float, so the pipeline asks the processor once for the floats
+of all 256 values of each channel (`pixel_table`) and then looks every pixel up in that table (resizing first with
+PIL, as the processor's PIL backend does, when the image is not already the model's size). The pixel values are the
+processor's own, bit for bit; processors this does not cover (cropping, padding, aspect-preserving sizes, the
+torchvision backend on images that need resizing) run as before.
+
 Remote code: imports transformers, numpy and its sibling `image_loading` only.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from transformers import ImageClassificationPipeline
+from transformers import BatchFeature, ImageClassificationPipeline
 
 from .image_loading import load_image
 
 MODEL_TYPE = "medheads-vit-patch-classifier"
 _UNSET = object()
+
+
+def pixel_table(image_processor) -> np.ndarray | None:
+    """The processor's output for every 8-bit value of every channel, `[3, 256]` (float32), or None when its
+    processing of an 8-bit RGB image is not a per-pixel lookup after an optional resize (see `fast_pixel_values`)."""
+    from PIL import Image
+
+    if getattr(image_processor, "do_center_crop", False) or getattr(image_processor, "do_pad", False):
+        return None
+    size = getattr(image_processor, "size", None) or {}
+    if getattr(image_processor, "do_resize", False) and not (_get(size, "height") and _get(size, "width")):
+        return None
+    ramp = np.repeat(np.arange(256, dtype=np.uint8)[None, :, None], 3, axis=2)  # 1 x 256 RGB, every value
+    try:
+        table = image_processor(images=Image.fromarray(ramp), do_resize=False, return_tensors="np")["pixel_values"]
+    except Exception:  # a processor with other arguments: not covered
+        return None
+    table = np.asarray(table)
+    if table.shape != (1, 3, 1, 256) or table.dtype != np.float32:
+        return None
+    return np.ascontiguousarray(table[0, :, 0, :])
+
+
+def _get(size, key):
+    return size.get(key) if isinstance(size, dict) else getattr(size, key, None)
+
+
+def fast_pixel_values(image, image_processor, table: np.ndarray) -> np.ndarray | None:
+    """`image_processor(images=image)["pixel_values"]` for an 8-bit RGB PIL image, `[1, 3, H, W]`, computed with the
+    processor's `pixel_table`; None when the image would need a resize that is not PIL's (torchvision backend)."""
+    if image.mode != "RGB":
+        return None
+    if getattr(image_processor, "do_resize", False):
+        size = image_processor.size
+        target = (int(_get(size, "width")), int(_get(size, "height")))
+        if image.size != target:
+            if getattr(image_processor, "backend", None) != "pil":
+                return None
+            from PIL import Image
+
+            resample = getattr(image_processor, "resample", None)
+            image = image.resize(target, resample=int(resample) if resample is not None else Image.Resampling.BILINEAR)
+    values = np.asarray(image)  # H x W x 3, uint8
+    pixels = np.empty((1, 3) + values.shape[:2], dtype=np.float32)
+    for channel in range(3):
+        np.take(table[channel], values[:, :, channel], out=pixels[0, channel])
+    return pixels
 
 
 def _sigmoid(values: np.ndarray) -> np.ndarray:
@@ -64,6 +118,12 @@ class MedheadsImageClassificationPipeline(ImageClassificationPipeline):
         if not self._is_medheads and hasattr(image, "shape"):  # stock: arrays go to the image processor as they are
             return super().preprocess(image, timeout=timeout)
         image = load_image(image, timeout=timeout)
+        if not hasattr(self, "_pixel_table"):  # once per pipeline, not per image
+            self._pixel_table = pixel_table(self.image_processor)
+        if self._pixel_table is not None:
+            pixels = fast_pixel_values(image, self.image_processor, self._pixel_table)
+            if pixels is not None:
+                return BatchFeature({"pixel_values": pixels}, tensor_type="pt").to(self.dtype)
         return self.image_processor(images=image, return_tensors="pt").to(self.dtype)
 
     def postprocess(self, model_outputs, function_to_apply=None, top_k=_UNSET):
@@ -105,4 +165,4 @@ class MedheadsImageClassificationPipeline(ImageClassificationPipeline):
         return [float(t) for t in thresholds]
 
 
-__all__ = ["MedheadsImageClassificationPipeline"]
+__all__ = ["MedheadsImageClassificationPipeline", "pixel_table", "fast_pixel_values"]

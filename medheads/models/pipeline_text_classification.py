@@ -12,6 +12,8 @@ with these changes:
 * **Long texts are not cut.** The model encodes a text longer than its window window by window and pools over all
   of them, so the text is tokenized whole, without the tokenizer's "sequence length is longer than the specified
   maximum" warning.
+* **Batched calls sort texts by length.** A list of texts run with `batch_size` > 1 is fed shortest first, so each
+  batch is padded to texts of about its own length; the results come back in input order.
 * **Empty or whitespace-only text is refused** with a `ValueError` naming the input: there is nothing to classify,
   and any label the model gave it would be a guess.
 
@@ -88,9 +90,12 @@ class MedheadsTextClassificationPipeline(TextClassificationPipeline):
         if isinstance(texts, (list, tuple)):
             for number, text in enumerate(texts):
                 check_text(text, None if isinstance(inputs, (str, dict)) else number)
-        if self._returns_decision(kwargs):
-            return Pipeline.__call__(self, inputs, **kwargs)  # one list per text, not the stock [top-1 dict]
-        return super().__call__(inputs, **kwargs)
+        run = Pipeline.__call__ if self._returns_decision(kwargs) else TextClassificationPipeline.__call__
+        # (the decision: one list per text, not the stock [top-1 dict])
+        order = length_order(inputs, kwargs.get("batch_size") or self._batch_size)
+        if order is None:
+            return run(self, inputs, **kwargs)
+        return in_input_order(order, run(self, [inputs[i] for i in order], **kwargs))
 
     def preprocess(self, inputs, **tokenizer_kwargs):
         if self._is_medheads:
@@ -108,6 +113,24 @@ class MedheadsTextClassificationPipeline(TextClassificationPipeline):
         names = self.model.config.id2label
         decision = [{"label": names[int(i)], "score": float(probabilities[i])} for i in passed]
         return sorted(decision, key=lambda row: row["score"], reverse=True)
+
+
+def length_order(inputs, batch_size) -> list[int] | None:
+    """The order that feeds a list of texts shortest first (stable), or None when sorting cannot help or is not safe:
+    one text, batches of one, or inputs that are not all strings (text pairs, generators)."""
+    if not isinstance(inputs, (list, tuple)) or len(inputs) < 2 or not batch_size or int(batch_size) < 2:
+        return None
+    if not all(isinstance(text, str) for text in inputs):
+        return None
+    return sorted(range(len(inputs)), key=lambda i: len(inputs[i]))
+
+
+def in_input_order(order: list[int], results) -> list:
+    """`results` of the inputs taken in `order`, put back in input order."""
+    ordered = [None] * len(order)
+    for position, result in zip(order, results):
+        ordered[position] = result
+    return ordered
 
 
 def check_text(text, number: int | None = None) -> None:

@@ -24,6 +24,9 @@ with three changes, all about raw text:
   `"none"` included.
 * **The default `aggregation_strategy` is `"first"`** (the stock default `"none"` returns sub-word tokens, not
   entities); pass `aggregation_strategy="none"` for per-token output.
+* **Batched calls sort texts by length.** A list of texts run with `batch_size` > 1 is fed shortest first, so each
+  batch is padded to texts of about its own length (on JNLPBA sentences, batches of 32 carry about 40% fewer tokens),
+  and the results come back in input order.
 
 This file imports numpy (a transformers dependency), torch and transformers only: it is Hub remote code.
 """
@@ -118,6 +121,24 @@ def sentence_spans(text: str) -> list[tuple[int, int]]:
     return trimmed
 
 
+def length_order(inputs, batch_size) -> list[int] | None:
+    """The order that feeds a list of texts shortest first (stable), or None when sorting cannot help or is not safe:
+    one text, batches of one, or inputs that are not all strings (pre-split words, text pairs, generators)."""
+    if not isinstance(inputs, (list, tuple)) or len(inputs) < 2 or not batch_size or int(batch_size) < 2:
+        return None
+    if not all(isinstance(text, str) for text in inputs):
+        return None
+    return sorted(range(len(inputs)), key=lambda i: len(inputs[i]))
+
+
+def in_input_order(order: list[int], results) -> list:
+    """`results` of the inputs taken in `order`, put back in input order."""
+    ordered = [None] * len(order)
+    for position, result in zip(order, results):
+        ordered[position] = result
+    return ordered
+
+
 def encoder_window(tokenizer, config) -> int:
     """Tokens one forward pass may take: the tokenizer's `model_max_length` capped by the encoder's positions."""
     limits = []
@@ -160,6 +181,14 @@ class MedheadsTokenClassificationPipeline(TokenClassificationPipeline):
     @property
     def window(self) -> int:
         return encoder_window(self.tokenizer, self.model.config)
+
+    def __call__(self, inputs, **kwargs):
+        order = None
+        if "offset_mapping" not in kwargs and not kwargs.get("is_split_into_words"):
+            order = length_order(inputs, kwargs.get("batch_size") or self._batch_size)
+        if order is None:
+            return super().__call__(inputs, **kwargs)
+        return in_input_order(order, super().__call__([inputs[i] for i in order], **kwargs))
 
     def _sanitize_parameters(self, ignore_labels=None, aggregation_strategy=None, offset_mapping=None,
                              is_split_into_words=False, stride=None, delimiter=None, split_sentences=None):
@@ -334,4 +363,4 @@ def custom_pipelines() -> dict:
 
 
 __all__ = ["custom_pipelines", "TASKS", "MedheadsTokenClassificationPipeline", "word_index_per_char", "encoder_window",
-           "sentence_spans"]
+           "sentence_spans", "length_order", "in_input_order"]
