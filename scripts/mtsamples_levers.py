@@ -232,8 +232,10 @@ def ceiling(args) -> None:
     in_train = [row for row in val if key(row["text"]) in train_labels]
     same_label_in_train = [row for row in in_train if row["label"] in train_labels[key(row["text"])]]
     expected = sum(collections.Counter(copies[key(r["text"])])[r["label"]] / len(copies[key(r["text"])]) for r in val)
-    train_conflicts = [t for t in {key(r["text"]) for r in splits["train"]}
-                       if len(set(lab for lab in copies[t])) > 1]
+    inside_train = collections.defaultdict(set)
+    for row in splits["train"]:
+        inside_train[key(row["text"])].add(row["label"])
+    train_conflicts = [t for t, labs in inside_train.items() if len(labs) > 1]
     pairs = collections.Counter(tuple(sorted(set(copies[key(r["text"])]))) for r in in_groups)
     result = {
         "validation_notes": len(val),
@@ -241,8 +243,11 @@ def ceiling(args) -> None:
         "validation_notes_whose_text_is_in_train": len(in_train),
         "of_those_with_the_same_label_in_train": len(same_label_in_train),
         "ceiling_label_drawn_from_the_copies": expected / len(val),
-        "training_texts_with_several_labels": len(train_conflicts),
-        "label_sets_of_the_validation_duplicates": {" / ".join(k): v for k, v in pairs.most_common()},
+        "training_rows": len(splits["train"]),
+        "distinct_training_texts": len(inside_train),
+        "training_texts_with_several_labels_inside_train": len(train_conflicts),
+        "training_rows_of_those_texts": sum(1 for r in splits["train"] if key(r["text"]) in set(train_conflicts)),
+        "label_sets_of_the_validation_duplicates": {" | ".join(k): v for k, v in pairs.most_common()},
     }
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
