@@ -94,7 +94,7 @@ def _select_features(feats: np.ndarray, layers: tuple, poolings: tuple) -> np.nd
     return np.concatenate([feats[:, layer, POOLINGS.index(p)] for layer in layers for p in poolings], axis=1)
 
 
-ALPHAS = (1.0, 10.0, 100.0, 1000.0, 10000.0)
+ALPHAS = (1.0, 10.0, 100.0, 1e3, 1e4, 1e5, 1e6)
 
 
 def _loo_accuracies(x, y, class_weight) -> dict[float, float]:
