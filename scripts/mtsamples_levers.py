@@ -228,7 +228,7 @@ def ceiling(args) -> None:
     for row in splits["train"]:
         train_labels[key(row["text"])].add(row["label"])
     val = splits["validation"]
-    in_groups = [row for row in val if len(copies[key(row["text"])]) > 1]
+    in_groups = [row for row in val if len(set(copies[key(row["text"])])) > 1]
     in_train = [row for row in val if key(row["text"]) in train_labels]
     same_label_in_train = [row for row in in_train if row["label"] in train_labels[key(row["text"])]]
     expected = sum(collections.Counter(copies[key(r["text"])])[r["label"]] / len(copies[key(r["text"])]) for r in val)
