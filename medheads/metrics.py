@@ -34,8 +34,10 @@ from sklearn.metrics import (
 __all__ = [
     "detokenize", "tag_spans", "char_spans", "char_span_metrics", "pipeline_char_span_metrics",
     "accuracy_ci",
+    "accuracy_difference_ci",
     "bootstrap_ci",
     "multilabel_ci",
+    "multilabel_difference_ci",
     "ner_f1_ci",
     "ner_f1_difference_ci",
     "ner_span_counts",
@@ -584,6 +586,38 @@ def accuracy_ci(y_true, y_pred, n_resamples: int = 1000, seed: int = 0) -> dict[
     """Accuracy with a bootstrap 95% CI."""
     correct = np.asarray(y_true) == np.asarray(y_pred)
     return bootstrap_ci(lambda idx: correct[idx].mean(), len(correct), n_resamples, seed=seed)
+
+
+def accuracy_difference_ci(y_true, pred_a, pred_b, n_resamples: int = 1000, seed: int = 0) -> dict[str, float]:
+    """Paired bootstrap of accuracy(b) - accuracy(a) on the same items (both systems scored on each resample)."""
+    y_true = np.asarray(y_true)
+    a, b = np.asarray(pred_a) == y_true, np.asarray(pred_b) == y_true
+    if a.shape != b.shape:
+        raise ValueError(f"paired predictions differ in length: {a.shape} vs {b.shape}")
+    difference = b.astype(float) - a.astype(float)
+    return bootstrap_ci(lambda idx: difference[idx].mean(), len(difference), n_resamples, seed=seed)
+
+
+def multilabel_difference_ci(y_true: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray, n_resamples: int = 1000,
+                             seed: int = 0) -> dict[str, dict]:
+    """Paired bootstrap of subset accuracy(b) - (a) and micro F1(b) - (a) of 0/1 label matrices on the same texts."""
+    y_true = np.asarray(y_true).astype(bool)
+    pred_a, pred_b = np.asarray(pred_a).astype(bool), np.asarray(pred_b).astype(bool)
+    if not y_true.shape == pred_a.shape == pred_b.shape:
+        raise ValueError(f"label matrices differ in shape: {y_true.shape}, {pred_a.shape}, {pred_b.shape}")
+    exact = (y_true == pred_b).all(axis=1).astype(float) - (y_true == pred_a).all(axis=1).astype(float)
+    ngold = y_true.sum(axis=1)
+    tp_a, tp_b = (y_true & pred_a).sum(axis=1), (y_true & pred_b).sum(axis=1)
+    npred_a, npred_b = pred_a.sum(axis=1), pred_b.sum(axis=1)
+
+    def micro_f1_difference(idx):
+        gold = ngold[idx].sum()
+        return _f1_from_counts(tp_b[idx].sum(), npred_b[idx].sum(), gold) - _f1_from_counts(
+            tp_a[idx].sum(), npred_a[idx].sum(), gold)
+
+    n = len(exact)
+    return {"subset_accuracy": bootstrap_ci(lambda idx: exact[idx].mean(), n, n_resamples, seed=seed),
+            "micro_f1": bootstrap_ci(micro_f1_difference, n, n_resamples, seed=seed)}
 
 
 def ner_f1_difference_ci(true_tags, pred_a, pred_b, n_resamples: int = 1000, seed: int = 0) -> dict[str, float]:

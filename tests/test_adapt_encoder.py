@@ -117,3 +117,16 @@ def test_compare_encoders_writes_one_report(encoder_dir, adapted, tmp_path):
     assert (out / "comparison.png").stat().st_size > 5_000
     assert json.loads((out / "comparison.json").read_text())["encoders"] == {"plain": str(encoder_dir),
                                                                              "adapted": str(adapted)}
+
+
+def test_comparison_table_puts_headline_metrics_first_and_drops_supports():
+    from medheads.training.compare import comparison_table
+
+    results = {name: {"eval_subset_accuracy": acc, "eval_f1_C1": acc - 0.1, "eval_support_C1": 40.0,
+                      "eval_threshold_05_support_C1": 40.0, "predict_micro_f1": acc + 0.1, "eval_runtime": 1.0,
+                      "epoch": 20.0, "train_loss": 0.3}
+               for name, acc in (("plain", 0.70), ("adapted", 0.60))}
+    keys, table = comparison_table(results)
+    assert keys == ["eval_subset_accuracy", "predict_micro_f1", "eval_f1_C1"]
+    assert "support" not in table and "runtime" not in table
+    assert "| eval_subset_accuracy | 0.7000 | 0.6000 | -0.1000 |" in table.splitlines()

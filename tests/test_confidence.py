@@ -64,3 +64,104 @@ def test_paired_difference_ci():
     assert 0 < ci["low"] < ci["value"] < ci["high"]
     same = ner_f1_difference_ci(gold, worse, worse, n_resamples=50)
     assert same["low"] == same["high"] == 0.0
+
+
+def test_paired_accuracy_and_multilabel_differences():
+    from medheads.metrics import accuracy_difference_ci, multilabel_difference_ci
+
+    rng = np.random.default_rng(6)
+    y = rng.integers(0, 6, 300)
+    worse = np.where(rng.random(300) < 0.6, y, (y + 1) % 6)
+    better = np.where(rng.random(300) < 0.9, y, (y + 2) % 6)
+    ci = accuracy_difference_ci(y, worse, better, n_resamples=300)
+    assert ci["value"] == pytest.approx((better == y).mean() - (worse == y).mean())
+    assert 0 < ci["low"] < ci["value"] < ci["high"]
+    same = accuracy_difference_ci(y, worse, worse, n_resamples=50)
+    assert same["low"] == same["high"] == 0.0
+
+    y_true = rng.random((200, 5)) < 0.3
+    a = np.where(rng.random((200, 5)) < 0.7, y_true, ~y_true)
+    b = np.where(rng.random((200, 5)) < 0.95, y_true, ~y_true)
+    diff = multilabel_difference_ci(y_true, a, b, n_resamples=300)
+    ma, mb = multilabel_metrics(y_true.astype(int), a.astype(float)), multilabel_metrics(y_true.astype(int), b.astype(float))
+    assert diff["subset_accuracy"]["value"] == pytest.approx(mb["subset_accuracy"] - ma["subset_accuracy"])
+    assert diff["micro_f1"]["value"] == pytest.approx(mb["micro_f1"] - ma["micro_f1"])
+    assert diff["micro_f1"]["low"] > 0 and diff["subset_accuracy"]["low"] > 0
+    # paired: narrower than the two unpaired intervals would suggest when the systems agree on most texts
+    close = np.where(rng.random((200, 5)) < 0.98, a, ~a)
+    paired = multilabel_difference_ci(y_true, a, close, n_resamples=300)["subset_accuracy"]
+    single = multilabel_ci(y_true, a, n_resamples=300)["subset_accuracy"]
+    assert paired["high"] - paired["low"] < single["high"] - single["low"]
+
+
+def _write_text_run(folder, gold, pred, problem_type):
+    import json
+
+    folder.mkdir()
+    (folder / "metrics.json").write_text(json.dumps({"arguments": {"problem_type": problem_type}}))
+    for name in ("validation_predictions.tsv", "predict_results.txt"):
+        lines = ["index\tgold\tprediction\tscore"] + [f"{i}\t{g}\t{p}\t0.9" for i, (g, p) in enumerate(zip(gold, pred))]
+        (folder / name).write_text("\n".join(lines) + "\n")
+
+
+def test_bootstrap_ci_paired_on_two_text_runs(tmp_path, capsys):
+    """`bootstrap-ci --paired` on two train-text runs (compare-encoders' plain and adapted): the text prediction files
+    are read as texts, not as NER sentences, and the differences are second - first."""
+    import json
+
+    from medheads.training.cli import main as medheads
+
+    rng = np.random.default_rng(7)
+    labels = ["C1", "C2", "C3", "C4"]
+    gold = [";".join(sorted(rng.choice(labels, size=rng.integers(1, 3), replace=False))) for _ in range(120)]
+    plain = [g if rng.random() < 0.6 else labels[0] for g in gold]
+    adapted = [g if rng.random() < 0.8 else labels[0] for g in gold]
+    _write_text_run(tmp_path / "plain", gold, plain, "multi_label_classification")
+    _write_text_run(tmp_path / "adapted", gold, adapted, "multi_label_classification")
+    assert medheads(["bootstrap-ci", "--paired", str(tmp_path / "plain"), str(tmp_path / "adapted"),
+                     "--n_resamples", "200"]) == 0
+    paired = json.loads((tmp_path / "adapted" / "paired_intervals.json").read_text())
+    single = {name: json.loads((tmp_path / name / "confidence_intervals.json").read_text())
+              for name in ("plain", "adapted")}
+    for split in ("validation", "test"):
+        for metric in ("subset_accuracy", "micro_f1"):
+            expected = single["adapted"][f"{split}_{metric}"]["value"] - single["plain"][f"{split}_{metric}"]["value"]
+            assert paired[f"{split}_{metric}_difference"]["value"] == pytest.approx(expected)
+    assert paired["validation_subset_accuracy_difference"]["value"] > 0.1
+    assert "adapted - plain\tvalidation_subset_accuracy_difference\t+" in capsys.readouterr().out
+
+    # multi-class runs: an accuracy difference
+    classes = [labels[i] for i in rng.integers(0, 4, 100)]
+    guesses = [c if rng.random() < 0.5 else "C1" for c in classes]
+    _write_text_run(tmp_path / "a", classes, guesses, None)
+    _write_text_run(tmp_path / "b", classes, classes, None)
+    assert medheads(["bootstrap-ci", "--paired", str(tmp_path / "a"), str(tmp_path / "b"), "--n_resamples", "50"]) == 0
+    paired = json.loads((tmp_path / "b" / "paired_intervals.json").read_text())
+    assert set(paired) >= {"validation_accuracy_difference", "test_accuracy_difference"}
+    wrong = np.mean([g != c for g, c in zip(guesses, classes)])
+    assert wrong > 0.2 and paired["test_accuracy_difference"]["value"] == pytest.approx(wrong)
+
+    # different texts: one clear error, exit 2
+    _write_text_run(tmp_path / "other", gold[:60], plain[:60], "multi_label_classification")
+    assert medheads(["bootstrap-ci", "--paired", str(tmp_path / "plain"), str(tmp_path / "other")]) == 2
+    assert "different texts" in capsys.readouterr().err
+
+
+def test_bootstrap_ci_paired_on_two_ner_runs(tmp_path):
+    import json
+
+    from medheads.training.cli import main as medheads
+
+    rng = np.random.default_rng(8)
+    gold = random_tags(rng, 80)
+    systems = {"softmax": [[g if rng.random() < 0.7 else "O" for g in s] for s in gold], "crf": gold}
+    for name, pred in systems.items():
+        (tmp_path / name).mkdir()
+        blocks = ["\n".join(f"w{i}\t{g}\t{p}" for i, (g, p) in enumerate(zip(gs, ps))) for gs, ps in zip(gold, pred)]
+        (tmp_path / name / "test_predictions.tsv").write_text("\n\n".join(blocks) + "\n")
+    assert medheads(["bootstrap-ci", "--paired", str(tmp_path / "softmax"), str(tmp_path / "crf"),
+                     "--n_resamples", "100"]) == 0
+    paired = json.loads((tmp_path / "crf" / "paired_intervals.json").read_text())
+    assert [k for k in paired if k.endswith("_difference")] == ["test_span_f1_difference"]
+    expected = 1.0 - ner_metrics(gold, systems["softmax"])["f1"]
+    assert paired["test_span_f1_difference"]["value"] == pytest.approx(expected) and expected > 0.1

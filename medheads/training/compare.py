@@ -40,11 +40,14 @@ def parse_encoders(values: Sequence[str]) -> dict[str, str]:
 
 
 def comparison_table(results: dict[str, dict]) -> tuple[list[str], str]:
-    """Markdown table of the numeric eval_/predict_ metrics every run has, first run's values as the reference."""
+    """Markdown table of the numeric eval_/predict_ metrics every run has, first run's values as the reference:
+    headline metrics first; label supports (counts, the same for every encoder) left out."""
     names = list(results)
     shared = set.intersection(*(set(k for k, v in r.items() if isinstance(v, (int, float))) for r in results.values()))
-    keys = sorted(k for k in shared if k.startswith(("eval_", "predict_")) and not k.endswith(
-        ("_runtime", "_samples_per_second", "_steps_per_second", "_samples")))
+    keys = [k for k in shared if k.startswith(("eval_", "predict_")) and "_support_" not in k and not k.endswith(
+        ("_runtime", "_samples_per_second", "_steps_per_second", "_samples", "_epoch"))]
+    # the headline metrics (accuracy, F1, subset accuracy ...) first, then per-label and untuned-threshold rows
+    keys.sort(key=lambda k: (k.split("_", 1)[1] not in HEADLINE, k))
     header = "| metric | " + " | ".join(names) + " | " + " | ".join(f"{n} - {names[0]}" for n in names[1:]) + " |"
     lines = [header, "|" + "---|" * (1 + 2 * len(names) - 1)]
     for key in keys:

@@ -7,7 +7,10 @@ the per-item predictions the training commands write (resampling sentences or te
   accuracy and micro F1 (multi-label, at the run's thresholds).
 
 Writes `confidence_intervals.json` in the run folder and prints one line per metric. With `--paired` and two NER
-runs on the same data (e.g. softmax and CRF), also the paired bootstrap CI of F1(second) - F1(first).
+runs on the same data (e.g. softmax and CRF), also the paired bootstrap CI of F1(second) - F1(first); with two
+text runs on the same texts (e.g. plain and adapted encoder from `compare-encoders`), of accuracy (multi-class) or
+subset accuracy and micro F1 (multi-label), second - first. The differences go to `paired_intervals.json` in the second
+run's folder.
 """
 
 from __future__ import annotations
@@ -20,7 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..metrics import accuracy_ci, multilabel_ci, ner_f1_ci, ner_f1_difference_ci
+from ..metrics import (accuracy_ci, accuracy_difference_ci, multilabel_ci, multilabel_difference_ci, ner_f1_ci,
+                       ner_f1_difference_ci)
 from ..command_line import ArgumentParser
 
 
@@ -33,38 +37,85 @@ def _ner_file(path: Path):
     return gold, pred
 
 
-def _text_file(path: Path):
+def _text_file(path: Path, with_index: bool = False):
     with open(path, newline="") as handle:
         rows = list(csv.DictReader(handle, delimiter="\t"))
-    return [r["gold"] for r in rows], [r["prediction"] for r in rows]
+    gold, pred = [r["gold"] for r in rows], [r["prediction"] for r in rows]
+    return (gold, pred, [r["index"] for r in rows]) if with_index else (gold, pred)
+
+
+def _is_text_file(path: Path) -> bool:
+    if not path.is_file():
+        return False
+    with open(path, encoding="utf-8") as handle:
+        return handle.readline().startswith("index\tgold\tprediction")
+
+
+def _problem_type(run_dir: Path) -> str | None:
+    summary = json.loads((run_dir / "metrics.json").read_text()) if (run_dir / "metrics.json").is_file() else {}
+    return (summary.get("arguments") or {}).get("problem_type")
+
+
+def _label_matrices(gold: list[str], *preds: list[str]) -> list[np.ndarray]:
+    """0/1 matrices of `;`-joined label strings over one shared label index (gold first, then each prediction)."""
+    labels = sorted({x for column in (gold, *preds) for s in column for x in s.split(";") if x})
+    index = {label: i for i, label in enumerate(labels)}
+    matrices = []
+    for column in (gold, *preds):
+        matrix = np.zeros((len(column), len(labels)), dtype=bool)
+        for i, s in enumerate(column):
+            matrix[i, [index[x] for x in s.split(";") if x]] = True
+        matrices.append(matrix)
+    return matrices
 
 
 def run_intervals(run_dir: str | Path, n_resamples: int = 1000, seed: int = 0) -> dict:
     run_dir = Path(run_dir)
-    summary = json.loads((run_dir / "metrics.json").read_text()) if (run_dir / "metrics.json").is_file() else {}
-    problem = (summary.get("arguments") or {}).get("problem_type")
+    problem = _problem_type(run_dir)
     out: dict[str, dict] = {}
     for split, ner_name, text_name in (("validation", "validation_predictions.tsv", "validation_predictions.tsv"),
                                        ("test", "test_predictions.tsv", "predict_results.txt")):
         ner_path, text_path = run_dir / ner_name, run_dir / text_name
-        header = text_path.read_text().split("\n", 1)[0] if text_path.is_file() else ""
-        if header.startswith("index\tgold\tprediction"):
+        if _is_text_file(text_path):
             gold, pred = _text_file(text_path)
             multi_label = problem == "multi_label_classification" or any(";" in g for g in gold + pred)
             if multi_label:
-                labels = sorted({x for s in gold + pred for x in s.split(";") if x})
-                index = {label: i for i, label in enumerate(labels)}
-                y_true = np.zeros((len(gold), len(labels)), dtype=bool)
-                y_pred = np.zeros_like(y_true)
-                for i, (g, p) in enumerate(zip(gold, pred)):
-                    y_true[i, [index[x] for x in g.split(";") if x]] = True
-                    y_pred[i, [index[x] for x in p.split(";") if x]] = True
+                y_true, y_pred = _label_matrices(gold, pred)
                 for name, ci in multilabel_ci(y_true, y_pred, n_resamples, seed).items():
                     out[f"{split}_{name}"] = ci
             else:
                 out[f"{split}_accuracy"] = accuracy_ci(gold, pred, n_resamples, seed)
         elif ner_path.is_file():
             out[f"{split}_span_f1"] = ner_f1_ci(*_ner_file(ner_path), n_resamples=n_resamples, seed=seed)
+    return out
+
+
+def paired_intervals(first: str | Path, second: str | Path, n_resamples: int = 1000, seed: int = 0) -> dict:
+    """Paired bootstrap CIs of metric(second) - metric(first) for two runs scored on the same items: NER span F1, or
+    text accuracy / subset accuracy and micro F1. Raises ValueError when the runs were scored on different items."""
+    first, second = Path(first), Path(second)
+    out: dict[str, dict] = {}
+    for split, ner_name, text_name in (("validation", "validation_predictions.tsv", "validation_predictions.tsv"),
+                                       ("test", "test_predictions.tsv", "predict_results.txt")):
+        if _is_text_file(first / text_name) and _is_text_file(second / text_name):
+            gold, pred_a, index_a = _text_file(first / text_name, with_index=True)
+            gold_b, pred_b, index_b = _text_file(second / text_name, with_index=True)
+            if (gold, index_a) != (gold_b, index_b):
+                raise ValueError(f"{text_name}: the two runs were scored on different texts or labels")
+            problems = {_problem_type(first), _problem_type(second)}
+            if "multi_label_classification" in problems or any(";" in g for g in gold + pred_a + pred_b):
+                y_true, y_a, y_b = _label_matrices(gold, pred_a, pred_b)
+                for name, ci in multilabel_difference_ci(y_true, y_a, y_b, n_resamples, seed).items():
+                    out[f"{split}_{name}_difference"] = ci
+            else:
+                out[f"{split}_accuracy_difference"] = accuracy_difference_ci(gold, pred_a, pred_b, n_resamples, seed)
+        elif (first / ner_name).is_file() and (second / ner_name).is_file() and not (
+                _is_text_file(first / ner_name) or _is_text_file(second / ner_name)):
+            gold, pred_a = _ner_file(first / ner_name)
+            gold_b, pred_b = _ner_file(second / ner_name)
+            if gold != gold_b:
+                raise ValueError(f"{ner_name}: the two runs were scored on different sentences or tags")
+            out[f"{split}_span_f1_difference"] = ner_f1_difference_ci(gold, pred_a, pred_b, n_resamples, seed)
     return out
 
 
@@ -76,8 +127,10 @@ def main(argv: Sequence[str] | None = None, prog: str = "medheads bootstrap-ci")
     parser.add_argument("--n_resamples", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--paired", action="store_true",
-                        help="two NER runs on the same sentences: CI of the span-F1 difference (second - first)")
+                        help="two runs on the same sentences or texts: CIs of the metric differences (second - first)")
     args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    if args.paired and len(args.run_dirs) != 2:
+        parser.error("--paired compares exactly two runs")
     for run_dir in args.run_dirs:
         if not Path(run_dir).is_dir():
             parser.error(f"{run_dir}: no such folder")
@@ -89,19 +142,19 @@ def main(argv: Sequence[str] | None = None, prog: str = "medheads bootstrap-ci")
         for name, ci in intervals.items():
             print(f"{run_dir}\t{name}\t{ci['value']:.4f}\t95% CI [{ci['low']:.4f}, {ci['high']:.4f}]\tn={ci['n']}")
     if args.paired:
-        if len(args.run_dirs) != 2:
-            parser.error("--paired compares exactly two runs")
         first, second = (Path(d) for d in args.run_dirs)
-        for name in ("validation_predictions.tsv", "test_predictions.tsv"):
-            if (first / name).is_file() and (second / name).is_file():
-                gold, pred_a = _ner_file(first / name)
-                gold_b, pred_b = _ner_file(second / name)
-                if gold != gold_b:
-                    parser.error(f"{name}: the two runs were scored on different sentences or tags")
-                ci = ner_f1_difference_ci(gold, pred_a, pred_b, args.n_resamples, args.seed)
-                print(f"{second.name} - {first.name}\t{name.split('_')[0]}_span_f1_difference\t{ci['value']:+.4f}\t"
-                      f"95% CI [{ci['low']:+.4f}, {ci['high']:+.4f}]\tn={ci['n']}")
+        try:
+            differences = paired_intervals(first, second, args.n_resamples, args.seed)
+        except ValueError as error:
+            parser.error(str(error))
+        if not differences:
+            parser.error(f"--paired: {first} and {second} share no per-item prediction file of the same kind")
+        (second / "paired_intervals.json").write_text(json.dumps(
+            {"first": str(first), "second": str(second), "difference": "second - first", **differences}, indent=2))
+        for name, ci in differences.items():
+            print(f"{second.name} - {first.name}\t{name}\t{ci['value']:+.4f}\t"
+                  f"95% CI [{ci['low']:+.4f}, {ci['high']:+.4f}]\tn={ci['n']}")
     return 0
 
 
-__all__ = ["run_intervals", "main"]
+__all__ = ["run_intervals", "paired_intervals", "main"]
