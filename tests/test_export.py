@@ -278,3 +278,31 @@ def test_other_encoders_export_exactly(tmp_path, tiny_tokenizer, arch):
         tiny_tokenizer.save_pretrained(tmp_path / kind)
         report = export(tmp_path / kind, tmp_path / f"{kind}-onnx", check_samples=TEXTS + [LONG])
         assert report["logits"]["fp32"]["max_abs_diff"] <= FP32_TOLERANCE, kind
+
+
+def test_runtime_session_does_not_spin_unless_asked(exported):
+    """The shipped runtime class turns ONNX Runtime's spin-waiting off (the pipelines' Python work between runs needs
+    the cores); session_options given by the user are used as they are."""
+    import onnxruntime as ort
+
+    from medheads.deploy.export import load_onnx_model
+
+    folder = exported[0] / "token-onnx"
+    key = "session.intra_op.allow_spinning"
+    model = load_onnx_model(folder, "int8")
+    assert model.session.get_session_options().get_session_config_entry(key) == "0"
+    own = ort.SessionOptions()
+    own.add_session_config_entry(key, "1")
+    runtime_class = type(model)
+    options = runtime_class.from_pretrained(folder, onnx_variant="int8", session_options=own, num_threads=1) \
+        .session.get_session_options()
+    assert options.get_session_config_entry(key) == "1" and options.intra_op_num_threads == 1
+    # through the Auto class / pipeline(model_kwargs=...), which deep-copy their arguments: a dict
+    import transformers
+
+    chosen = transformers.AutoModelForTokenClassification.from_pretrained(
+        folder, trust_remote_code=True, onnx_variant="int8",
+        session_options={key: "1", "graph_optimization_level": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED})
+    options = chosen.session.get_session_options()
+    assert options.get_session_config_entry(key) == "1"
+    assert options.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
