@@ -36,8 +36,8 @@ class MedheadsOnnxPreTrainedModel(PreTrainedModel):
     `providers=`) names ONNX Runtime execution providers; `num_threads=` sets its intra-op threads (default: ONNX
     Runtime's, one per physical core); `session_options=` passes a whole `onnxruntime.SessionOptions`, or (through
     `pipeline(model_kwargs=...)` / the Auto classes, which copy their arguments) a dict of its attributes and config
-    entries (default: ONNX Runtime's, except that worker threads do not spin-wait between runs, see
-    `from_pretrained`).
+    entries (default: ONNX Runtime's, except that worker threads stop spin-waiting at the end of
+    each run, see `from_pretrained`).
     """
 
     config_class = MedheadsOnnxConfig
@@ -87,9 +87,10 @@ class MedheadsOnnxPreTrainedModel(PreTrainedModel):
         if session_options is None:
             session_options = ort.SessionOptions()
             # The pipelines tokenize / preprocess and post-process in Python between graph runs, on the same cores:
-            # worker threads that spin-wait after each run take those cores from that work. (Pass your own
+            # worker threads that keep spin-waiting after a run take those cores from that work. They spin within a
+            # run (fast hand-offs between the graph's many small ops) and stop at its end. (Pass your own
             # session_options to choose otherwise.)
-            session_options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            session_options.add_session_config_entry("session.force_spinning_stop", "1")
         if num_threads is not None:
             session_options.intra_op_num_threads = int(num_threads)
             session_options.inter_op_num_threads = 1
