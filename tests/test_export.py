@@ -306,3 +306,21 @@ def test_runtime_session_stops_spinning_after_each_run_unless_asked(exported):
     options = chosen.session.get_session_options()
     assert options.get_session_config_entry(key) == "1"
     assert options.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+
+
+def test_int8_graph_keeps_the_classifier_in_fp32(exported):
+    import onnx
+
+    from medheads.deploy.export import head_matmuls
+
+    root = exported[0]
+    for kind in ("token", "text", "image"):
+        fp32 = onnx.load(str(root / f"{kind}-onnx" / "model.onnx")).graph
+        head = head_matmuls(fp32)
+        assert len(head) == 1, kind
+        int8 = {node.name: node.op_type for node in onnx.load(str(root / f"{kind}-onnx" / "model_int8.onnx")).graph.node}
+        # the quantizer may rewrite a Gemm as <name>_MatMul + <name>_Add; either way no integer op for the head
+        kept = [op for name, op in int8.items() if name in (head[0], f"{head[0]}_MatMul")]
+        assert kept and all(op in ("MatMul", "Gemm") for op in kept), (kind, kept)
+        assert not [name for name, op in int8.items() if name.startswith(head[0]) and "Integer" in op], kind
+        assert any(op == "MatMulInteger" for op in int8.values()), kind  # the rest is int8
