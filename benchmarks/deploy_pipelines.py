@@ -7,7 +7,9 @@ user running the pipeline gets. Sides alternate from repeat to repeat in one pro
 
 * NER: JNLPBA devel sentences as raw text (words joined by spaces). Stock: `BertForTokenClassification` (all 6
   MiniLM layers). medheads: `HiddenLayerTokenClassifier` reading layer k, exported by `medheads export --int8`.
-  Also timed for the decomposition: the medheads PyTorch fp32 model (layer k) and its ONNX fp32 graph.
+  Also timed for the decomposition: the medheads PyTorch fp32 model (layer k) and its ONNX fp32 graph. Every medheads
+  side is loaded from its folder (`pipeline(task, model=FOLDER, trust_remote_code=True)`), so it runs the model's own
+  pipeline (length-sorted batches, whole words) as a user's call does.
   Both NER models are trained here first (`medheads train-ner`, the same recipe for both: the first
   `ner_train_sentences` JNLPBA training sentences, `ner_train_epochs` epoch(s), lr `ner_learning_rate`, batch 16, every
   sub-token labelled; reused when the work folder already holds them): the medheads model reads layer k, the stock
@@ -49,6 +51,13 @@ def onnx_pipeline(task: str, folder: Path, variant: str, batch_size: int):
 
     return pipeline(task, model=str(folder), trust_remote_code=True, batch_size=batch_size,
                     model_kwargs={"onnx_variant": variant, "num_threads": torch.get_num_threads()})
+
+
+def folder_pipeline(task: str, folder: Path, batch_size: int):
+    """The pipeline a user gets from a saved medheads folder: the model's own pipeline class (custom_pipelines)."""
+    from transformers import pipeline
+
+    return pipeline(task, model=str(folder), trust_remote_code=True, batch_size=batch_size)
 
 
 def torch_pipeline(task: str, model, processor, batch_size: int):
@@ -192,7 +201,7 @@ def run_ner(encoder, data_dir, ner_model, ner_stock_model, ner_layer, n_sentence
     report = export(medheads_dir, onnx_dir, int8=True, check_samples=texts[:64], overwrite=True)
     task = "token-classification"
     pipes = {"stock_fp32": torch_pipeline(task, stock, tokenizer, batch_size),
-             "medheads_torch_fp32": torch_pipeline(task, medheads_model, tokenizer, batch_size),
+             "medheads_torch_fp32": folder_pipeline(task, medheads_dir, batch_size),
              "medheads_onnx_fp32": onnx_pipeline(task, onnx_dir, "fp32", batch_size),
              "medheads_onnx_int8": onnx_pipeline(task, onnx_dir, "int8", batch_size)}
     times = time_sides(pipes, texts, repeats, aggregation_strategy="first")
@@ -212,7 +221,7 @@ def run_ner(encoder, data_dir, ner_model, ner_stock_model, ner_layer, n_sentence
                    for name in ("stock_fp32", "medheads_torch_fp32", "medheads_onnx_fp32", "medheads_onnx_int8")}
         result["quality"] = quality
         drop = 100 * (quality["stock_fp32"]["span_f1"] - quality["medheads_onnx_int8"]["span_f1"])
-        int8_cost = 100 * (quality["medheads_torch_fp32"]["span_f1"] - quality["medheads_onnx_int8"]["span_f1"])
+        int8_cost = 100 * (quality["medheads_onnx_fp32"]["span_f1"] - quality["medheads_onnx_int8"]["span_f1"])
         result["quality_check"] = {"span_f1_drop_points": drop, "target_max_drop": 0.5, "met": bool(drop <= 0.5),
                                    "int8_cost_points": int8_cost}
     return result
@@ -248,7 +257,7 @@ def run_text(encoder, data_dir, n_captions, batch_size, repeats, work: Path) -> 
     task = "text-classification"
     medheads_model = AutoModelForSequenceClassification.from_pretrained(folder).eval()
     pipes = {"stock_fp32": torch_pipeline(task, stock, tokenizer, batch_size),
-             "medheads_torch_fp32": torch_pipeline(task, medheads_model, tokenizer, batch_size),
+             "medheads_torch_fp32": folder_pipeline(task, folder, batch_size),
              "medheads_onnx_int8": onnx_pipeline(task, onnx_dir, "int8", batch_size)}
     times = time_sides(pipes, texts, repeats, top_k=None)
     sides, comparison = summarize(times, len(texts), "texts", "stock_fp32", "medheads_onnx_int8", TARGETS["text"])
@@ -268,7 +277,7 @@ def run_text(encoder, data_dir, n_captions, batch_size, repeats, work: Path) -> 
 # -- image -----------------------------------------------------------------------------------------------------------
 def run_image(data_dir, n_images, batch_size, repeats, work: Path) -> dict:
     from PIL import Image
-    from transformers import AutoModelForImageClassification, ViTConfig, ViTForImageClassification, ViTImageProcessor
+    from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
 
     from medheads import ViTPatchClassifier, ViTPatchClassifierConfig
     from medheads.data import read_npz_images
@@ -293,9 +302,8 @@ def run_image(data_dir, n_images, batch_size, repeats, work: Path) -> dict:
     onnx_dir = work / "image_onnx"
     report = export(folder, onnx_dir, int8=True, check_samples=inputs[:16], overwrite=True)
     task = "image-classification"
-    medheads_model = AutoModelForImageClassification.from_pretrained(folder).eval()
     pipes = {"stock_fp32": torch_pipeline(task, stock, processor, batch_size),
-             "medheads_torch_fp32": torch_pipeline(task, medheads_model, processor, batch_size),
+             "medheads_torch_fp32": folder_pipeline(task, folder, batch_size),
              "medheads_onnx_int8": onnx_pipeline(task, onnx_dir, "int8", batch_size)}
     times = time_sides(pipes, inputs, repeats)
     sides, comparison = summarize(times, len(inputs), "images", "stock_fp32", "medheads_onnx_int8", TARGETS["image"])

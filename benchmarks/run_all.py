@@ -243,7 +243,7 @@ def render_deploy(r: dict) -> list[str]:
             out.append(f"F1 drop of medheads int8 vs stock: {qc['span_f1_drop_points']:.2f} points (target <= "
                        f"{qc['target_max_drop']}): " + ("met" if qc["met"] else "**missed**") + ".")
             if "int8_cost_points" in qc:
-                out.append(f"Cost of int8 alone (medheads PyTorch fp32 - ONNX int8, same model): "
+                out.append(f"Cost of int8 alone (medheads ONNX fp32 - ONNX int8, same model and pipeline): "
                            f"{qc['int8_cost_points']:.2f} points.")
         if d.get("training"):
             t = d["training"]

@@ -316,3 +316,49 @@ def test_crf_model_exports_emissions_and_decodes_like_pytorch(tmp_path, tiny_tok
     assert spans(expected_entities) == spans(result["pipeline"]) and spans(expected_entities)[0]
     assert [e["score"] for e in result["pipeline"][0]] == pytest.approx(
         [float(e["score"]) for e in expected_entities[0]], abs=1e-4)
+
+
+def test_runtime_session_stops_spinning_after_each_run_unless_asked(exported):
+    """The shipped runtime class stops ONNX Runtime's spin-waiting at the end of each run (the pipelines' Python work
+    between runs needs the cores); session_options given by the user are used as they are."""
+    import onnxruntime as ort
+
+    from medheads.deploy.export import load_onnx_model
+
+    folder = exported[0] / "token-onnx"
+    key = "session.intra_op.allow_spinning"
+    model = load_onnx_model(folder, "int8")
+    assert model.session.get_session_options().get_session_config_entry("session.force_spinning_stop") == "1"
+    own = ort.SessionOptions()
+    own.add_session_config_entry(key, "1")
+    runtime_class = type(model)
+    options = runtime_class.from_pretrained(folder, onnx_variant="int8", session_options=own, num_threads=1) \
+        .session.get_session_options()
+    assert options.get_session_config_entry(key) == "1" and options.intra_op_num_threads == 1
+    # through the Auto class / pipeline(model_kwargs=...), which deep-copy their arguments: a dict
+    import transformers
+
+    chosen = transformers.AutoModelForTokenClassification.from_pretrained(
+        folder, trust_remote_code=True, onnx_variant="int8",
+        session_options={key: "1", "graph_optimization_level": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED})
+    options = chosen.session.get_session_options()
+    assert options.get_session_config_entry(key) == "1"
+    assert options.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+
+
+def test_int8_graph_keeps_the_classifier_in_fp32(exported):
+    import onnx
+
+    from medheads.deploy.export import head_matmuls
+
+    root = exported[0]
+    for kind in ("token", "text", "image"):
+        fp32 = onnx.load(str(root / f"{kind}-onnx" / "model.onnx")).graph
+        head = head_matmuls(fp32)
+        assert len(head) == 1, kind
+        int8 = {node.name: node.op_type for node in onnx.load(str(root / f"{kind}-onnx" / "model_int8.onnx")).graph.node}
+        # the quantizer may rewrite a Gemm as <name>_MatMul + <name>_Add; either way no integer op for the head
+        kept = [op for name, op in int8.items() if name in (head[0], f"{head[0]}_MatMul")]
+        assert kept and all(op in ("MatMul", "Gemm") for op in kept), (kind, kept)
+        assert not [name for name, op in int8.items() if name.startswith(head[0]) and "Integer" in op], kind
+        assert any(op == "MatMulInteger" for op in int8.values()), kind  # the rest is int8

@@ -35,7 +35,10 @@ class MedheadsOnnxPreTrainedModel(PreTrainedModel):
 
     `from_pretrained(folder, onnx_variant="int8")` picks the dynamically quantized graph; `provider=` (or
     `providers=`) names ONNX Runtime execution providers; `num_threads=` sets its intra-op threads (default: ONNX
-    Runtime's, one per physical core); `session_options=` passes a whole `onnxruntime.SessionOptions`.
+    Runtime's, one per physical core); `session_options=` passes a whole `onnxruntime.SessionOptions`, or (through
+    `pipeline(model_kwargs=...)` / the Auto classes, which copy their arguments) a dict of its attributes and config
+    entries (default: ONNX Runtime's, except that worker threads stop spin-waiting at the end of
+    each run, see `from_pretrained`).
     """
 
     config_class = MedheadsOnnxConfig
@@ -72,8 +75,24 @@ class MedheadsOnnxPreTrainedModel(PreTrainedModel):
                 "it with `medheads export MODEL_DIR OUTPUT_DIR --int8`."
             )
         path = cached_file(str(pretrained_model_name_or_path), FILES[variant], **hub_kwargs)
+        if isinstance(session_options, dict):
+            # the Auto classes deep-copy their keyword arguments and a SessionOptions cannot be copied: a dict of
+            # its attributes and config entries goes through, e.g. {"session.intra_op.allow_spinning": "1"}
+            options = ort.SessionOptions()
+            for key, value in session_options.items():
+                if hasattr(options, key):
+                    setattr(options, key, value)
+                else:
+                    options.add_session_config_entry(key, str(value))
+            session_options = options
+        if session_options is None:
+            session_options = ort.SessionOptions()
+            # The pipelines tokenize / preprocess and post-process in Python between graph runs, on the same cores:
+            # worker threads that keep spin-waiting after a run take those cores from that work. They spin within a
+            # run (fast hand-offs between the graph's many small ops) and stop at its end. (Pass your own
+            # session_options to choose otherwise.)
+            session_options.add_session_config_entry("session.force_spinning_stop", "1")
         if num_threads is not None:
-            session_options = session_options or ort.SessionOptions()
             session_options.intra_op_num_threads = int(num_threads)
             session_options.inter_op_num_threads = 1
         if providers is None:

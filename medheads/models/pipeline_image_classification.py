@@ -22,13 +22,14 @@ PIL, as the processor's PIL backend does, when the image is not already the mode
 processor's own, bit for bit; processors this does not cover (cropping, padding, aspect-preserving sizes, the
 torchvision backend on images that need resizing) run as before.
 
-Remote code: imports transformers, numpy and its sibling `image_loading` only.
+Remote code: imports torch, transformers, numpy and its sibling `image_loading` only.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from transformers import BatchFeature, ImageClassificationPipeline
+import torch
+from transformers import ImageClassificationPipeline
 
 from .image_loading import load_image
 
@@ -122,8 +123,8 @@ class MedheadsImageClassificationPipeline(ImageClassificationPipeline):
             self._pixel_table = pixel_table(self.image_processor)
         if self._pixel_table is not None:
             pixels = fast_pixel_values(image, self.image_processor, self._pixel_table)
-            if pixels is not None:
-                return BatchFeature({"pixel_values": pixels}, tensor_type="pt").to(self.dtype)
+            if pixels is not None:  # a plain dict: BatchFeature's conversions cost as much as the lookup
+                return {"pixel_values": torch.from_numpy(pixels).to(self.dtype)}
         return self.image_processor(images=image, return_tensors="pt").to(self.dtype)
 
     def postprocess(self, model_outputs, function_to_apply=None, top_k=_UNSET):
