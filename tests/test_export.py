@@ -362,3 +362,25 @@ def test_int8_graph_keeps_the_classifier_in_fp32(exported):
         assert kept and all(op in ("MatMul", "Gemm") for op in kept), (kind, kept)
         assert not [name for name, op in int8.items() if name.startswith(head[0]) and "Integer" in op], kind
         assert any(op == "MatMulInteger" for op in int8.values()), kind  # the rest is int8
+
+
+def test_exported_multi_label_image_folder_returns_the_thresholded_decision(tmp_path):
+    """The exported folder's model type is `<type>-onnx`: the shipped image pipeline still recognises it as a medheads
+    model, so a default call returns the label set over the config's thresholds, as the PyTorch folder does."""
+    from transformers import pipeline
+
+    torch.manual_seed(0)
+    model = ViTPatchClassifier(ViTPatchClassifierConfig(
+        backbone_config=backbone_config("deit"), head="patch", patch_projection_size=8, id2label=IMAGE_LABELS,
+        problem_type="multi_label_classification", thresholds=[0.3, 0.5, 0.7][:len(IMAGE_LABELS)])).eval()
+    model.save_pretrained(tmp_path / "multi")
+    make_image_processor(32).save_pretrained(tmp_path / "multi")
+    export(tmp_path / "multi", tmp_path / "multi-onnx", check_samples=[Image.fromarray(a) for a in images(8)])
+    pictures = [Image.fromarray(a) for a in images(4, seed=3)]
+    expected = pipeline("image-classification", model=str(tmp_path / "multi"), trust_remote_code=True)(pictures)
+    onnx = pipeline("image-classification", model=str(tmp_path / "multi-onnx"), trust_remote_code=True)
+    assert type(onnx).__name__ == "MedheadsImageClassificationPipeline"
+    got = onnx(pictures)
+    assert [[row["label"] for row in rows] for rows in got] == [[row["label"] for row in rows] for rows in expected]
+    for rows, reference in zip(got, expected):
+        assert [row["score"] for row in rows] == pytest.approx([row["score"] for row in reference], abs=1e-4)

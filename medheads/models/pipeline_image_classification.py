@@ -98,13 +98,14 @@ class MedheadsImageClassificationPipeline(ImageClassificationPipeline):
     module docstring). Models other than ViTPatchClassifier get the stock behaviour."""
 
     def check_model_type(self, supported_models):
-        if getattr(self.model.config, "model_type", None) == MODEL_TYPE:
+        if self._is_medheads:
             return  # a custom model: not in transformers' own mapping, and that is fine
         super().check_model_type(supported_models)
 
     @property
     def _is_medheads(self) -> bool:
-        return getattr(self.model.config, "model_type", None) == MODEL_TYPE
+        """A ViTPatchClassifier, in PyTorch or exported (`medheads export` names it `<model type>-onnx`)."""
+        return str(getattr(self.model.config, "model_type", "")).startswith(MODEL_TYPE)
 
     def _sanitize_parameters(self, top_k=_UNSET, function_to_apply=None, timeout=None):
         preprocess_params, forward_params, postprocess_params = super()._sanitize_parameters(
