@@ -1,4 +1,4 @@
-"""Encoder plumbing shared by the medheads models.
+"""Encoder plumbing shared by the medheads models, and the batching helper their text pipelines share.
 
 `save_pretrained` copies this module next to each model's code (it is imported by a single-dot relative import), so
 it too must import nothing but torch and transformers.
@@ -269,7 +269,36 @@ def mark_head(*layers: nn.Module) -> None:
                 module._is_medheads_head = True
 
 
+# -- shared by the shipped text pipelines (batched calls fed shortest first) --------------------------------------
+def length_order(inputs, batch_size) -> list[int] | None:
+    """The order that feeds a list of texts shortest first (stable), or None when sorting cannot help or is not safe:
+    one text, batches of one, or inputs that are not all strings (pre-split words, text pairs, generators)."""
+    if not isinstance(inputs, (list, tuple)) or len(inputs) < 2 or not batch_size or int(batch_size) < 2:
+        return None
+    if not all(isinstance(text, str) for text in inputs):
+        return None
+    return sorted(range(len(inputs)), key=lambda i: len(inputs[i]))
+
+
+def in_input_order(order: list[int], results) -> list:
+    """`results` of the inputs taken in `order`, put back in input order."""
+    ordered = [None] * len(order)
+    for position, result in zip(order, results):
+        ordered[position] = result
+    return ordered
+
+
+def call_shortest_first(call, inputs, batch_size):
+    """`call(inputs)`, with a list of texts fed shortest first (so each batch is padded to texts of about its own
+    length) and the results returned in input order; anything `length_order` declines goes through as it is."""
+    order = length_order(inputs, batch_size)
+    if order is None:
+        return call(inputs)
+    return in_input_order(order, call([inputs[i] for i in order]))
+
+
 __all__ = [
+    "length_order", "in_input_order", "call_shortest_first",
     "MedheadsPreTrainedModel", "mark_head",
     "split_load_kwargs", "truncated_encoder_config", "build_encoder", "load_pretrained_encoder",
     "copy_encoder_weights", "freeze", "grad_context", "select_hidden_states",

@@ -26,6 +26,8 @@ import numpy as np
 from transformers import Pipeline, TextClassificationPipeline
 from transformers.pipelines.text_classification import ClassificationFunction
 
+from .modeling_common import call_shortest_first
+
 
 def label_thresholds(config) -> np.ndarray:
     """One decision threshold per label from `config.thresholds` (None: 0.5; a float: the same for every label)."""
@@ -92,10 +94,8 @@ class MedheadsTextClassificationPipeline(TextClassificationPipeline):
                 check_text(text, None if isinstance(inputs, (str, dict)) else number)
         run = Pipeline.__call__ if self._returns_decision(kwargs) else TextClassificationPipeline.__call__
         # (the decision: one list per text, not the stock [top-1 dict])
-        order = length_order(inputs, kwargs.get("batch_size") or self._batch_size)
-        if order is None:
-            return run(self, inputs, **kwargs)
-        return in_input_order(order, run(self, [inputs[i] for i in order], **kwargs))
+        return call_shortest_first(lambda texts: run(self, texts, **kwargs), inputs,
+                                   kwargs.get("batch_size") or self._batch_size)
 
     def preprocess(self, inputs, **tokenizer_kwargs):
         if self._is_medheads:
@@ -113,24 +113,6 @@ class MedheadsTextClassificationPipeline(TextClassificationPipeline):
         names = self.model.config.id2label
         decision = [{"label": names[int(i)], "score": float(probabilities[i])} for i in passed]
         return sorted(decision, key=lambda row: row["score"], reverse=True)
-
-
-def length_order(inputs, batch_size) -> list[int] | None:
-    """The order that feeds a list of texts shortest first (stable), or None when sorting cannot help or is not safe:
-    one text, batches of one, or inputs that are not all strings (text pairs, generators)."""
-    if not isinstance(inputs, (list, tuple)) or len(inputs) < 2 or not batch_size or int(batch_size) < 2:
-        return None
-    if not all(isinstance(text, str) for text in inputs):
-        return None
-    return sorted(range(len(inputs)), key=lambda i: len(inputs[i]))
-
-
-def in_input_order(order: list[int], results) -> list:
-    """`results` of the inputs taken in `order`, put back in input order."""
-    ordered = [None] * len(order)
-    for position, result in zip(order, results):
-        ordered[position] = result
-    return ordered
 
 
 def check_text(text, number: int | None = None) -> None:

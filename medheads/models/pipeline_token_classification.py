@@ -40,6 +40,8 @@ import torch
 from transformers import TokenClassificationPipeline
 from transformers.pipelines.token_classification import AggregationStrategy
 
+from .modeling_common import call_shortest_first
+
 OPENING = "([{\"'"
 CLOSING = ".,;:!?)]}\"'"
 # RoBERTa-style encoders number positions from padding_idx + 1, so two positions are not usable.
@@ -121,24 +123,6 @@ def sentence_spans(text: str) -> list[tuple[int, int]]:
     return trimmed
 
 
-def length_order(inputs, batch_size) -> list[int] | None:
-    """The order that feeds a list of texts shortest first (stable), or None when sorting cannot help or is not safe:
-    one text, batches of one, or inputs that are not all strings (pre-split words, text pairs, generators)."""
-    if not isinstance(inputs, (list, tuple)) or len(inputs) < 2 or not batch_size or int(batch_size) < 2:
-        return None
-    if not all(isinstance(text, str) for text in inputs):
-        return None
-    return sorted(range(len(inputs)), key=lambda i: len(inputs[i]))
-
-
-def in_input_order(order: list[int], results) -> list:
-    """`results` of the inputs taken in `order`, put back in input order."""
-    ordered = [None] * len(order)
-    for position, result in zip(order, results):
-        ordered[position] = result
-    return ordered
-
-
 def encoder_window(tokenizer, config) -> int:
     """Tokens one forward pass may take: the tokenizer's `model_max_length` capped by the encoder's positions."""
     limits = []
@@ -183,12 +167,10 @@ class MedheadsTokenClassificationPipeline(TokenClassificationPipeline):
         return encoder_window(self.tokenizer, self.model.config)
 
     def __call__(self, inputs, **kwargs):
-        order = None
-        if "offset_mapping" not in kwargs and not kwargs.get("is_split_into_words"):
-            order = length_order(inputs, kwargs.get("batch_size") or self._batch_size)
-        if order is None:
+        if "offset_mapping" in kwargs or kwargs.get("is_split_into_words"):
             return super().__call__(inputs, **kwargs)
-        return in_input_order(order, super().__call__([inputs[i] for i in order], **kwargs))
+        return call_shortest_first(lambda texts: super(MedheadsTokenClassificationPipeline, self).__call__(
+            texts, **kwargs), inputs, kwargs.get("batch_size") or self._batch_size)
 
     def _sanitize_parameters(self, ignore_labels=None, aggregation_strategy=None, offset_mapping=None,
                              is_split_into_words=False, stride=None, delimiter=None, split_sentences=None):
@@ -363,4 +345,4 @@ def custom_pipelines() -> dict:
 
 
 __all__ = ["custom_pipelines", "TASKS", "MedheadsTokenClassificationPipeline", "word_index_per_char", "encoder_window",
-           "sentence_spans", "length_order", "in_input_order"]
+           "sentence_spans"]
