@@ -18,8 +18,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny import encoder_config, make_tokenizer
-from transformers import AutoModel
+from tiny import save_tiny_encoder
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("MEDHEADS_DATA_DIR", REPO.parent / "shared" / "data"))
@@ -36,10 +35,7 @@ def free_port() -> int:
 @pytest.mark.skipif(not ACCELERATE.exists(), reason=f"no accelerate CLI next to {sys.executable}")
 @pytest.mark.skipif(not ROCO.is_file(), reason=f"ROCOv2 not found under {DATA}")
 def test_two_cpu_processes(tmp_path):
-    encoder = tmp_path / "encoder"
-    torch.manual_seed(0)
-    AutoModel.from_config(encoder_config()).save_pretrained(encoder)
-    make_tokenizer(encoder).save_pretrained(encoder)
+    encoder = save_tiny_encoder(tmp_path / "encoder")
     with open(ROCO, newline="") as handle:
         rows = [row for _, row in zip(range(120), csv.DictReader(handle))]
     data = tmp_path / "roco.csv"

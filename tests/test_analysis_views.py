@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from tiny import encoder_config, make_tokenizer
-from transformers import AutoModel, AutoTokenizer
+from tiny import save_tiny_encoder
+from transformers import AutoTokenizer
 
 from medheads import FrozenEncoderMultiLabel
 from medheads.plots import label_cooccurrence, plot_embedding_map, plot_label_cooccurrence, project_2d
@@ -90,10 +90,7 @@ def test_train_text_writes_the_views_from_the_real_labels_and_features(tmp_path,
     with open(SAMPLE / "captions.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
     train, validation = write_split(tmp_path / "train.csv", rows[:300]), write_split(tmp_path / "val.csv", rows[500:])
-    encoder = tmp_path / "enc"
-    torch.manual_seed(0)
-    AutoModel.from_config(encoder_config()).save_pretrained(encoder)
-    make_tokenizer(encoder).save_pretrained(encoder)
+    encoder = save_tiny_encoder(tmp_path / "enc")
     out = tmp_path / "run"
     main(["--model_name_or_path", str(encoder), "--train_file", str(train), "--validation_file", str(validation),
           "--text_column_name", "caption", "--label_column_name", "cuis_manual", "--output_dir", str(out),

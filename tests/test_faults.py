@@ -420,13 +420,9 @@ CUIS = ["C0817096", "C0040405", "C1306645", "C0024485"]
 
 @pytest.fixture(scope="module")
 def encoder_dir(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("tiny_bert")
-    torch.manual_seed(0)
-    AutoModel.from_config(encoder_config()).save_pretrained(folder)
-    from tiny import make_tokenizer
+    from tiny import save_tiny_encoder
 
-    make_tokenizer(folder).save_pretrained(folder)
-    return folder
+    return save_tiny_encoder(tmp_path_factory.mktemp("tiny_bert"))
 
 
 def write_rows(path: Path, rows: list[tuple[str, str]], header=("text", "label")) -> Path:

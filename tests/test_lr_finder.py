@@ -7,9 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-from tiny import encoder_config
-from transformers import AutoModel
 
 from medheads.command_line import auto_learning_rate_flags
 from medheads.training.cli import main as medheads
@@ -114,12 +111,9 @@ def test_learning_rate_auto_trains_with_the_suggestion(encoder_dir, tmp_path):
 
 
 def test_find_lr_text_on_cached_features(tmp_path):
-    from tiny import make_tokenizer
+    from tiny import save_tiny_encoder
 
-    encoder = tmp_path / "enc"
-    torch.manual_seed(0)
-    AutoModel.from_config(encoder_config()).save_pretrained(encoder)
-    make_tokenizer(encoder).save_pretrained(encoder)
+    encoder = save_tiny_encoder(tmp_path / "enc")
     out = tmp_path / "text"
     status = medheads(["find-lr", "text", "--model_name_or_path", str(encoder), "--train_file",
                        str(SAMPLE / "captions.csv"), "--text_column_name", "caption", "--label_column_name", "cuis_manual",

@@ -14,8 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from tiny import encoder_config, make_tokenizer
-from transformers import AutoModel
+from tiny import save_tiny_encoder
 
 from medheads.data import DataFormatError
 from medheads.errors import InputError
@@ -41,11 +40,7 @@ needs_data = pytest.mark.skipif(not (ROCO.is_file() and MTS.is_file()), reason=f
 
 @pytest.fixture(scope="module")
 def encoder_dir(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("tiny_bert")
-    torch.manual_seed(0)
-    AutoModel.from_config(encoder_config()).save_pretrained(folder)
-    make_tokenizer(folder).save_pretrained(folder)
-    return folder
+    return save_tiny_encoder(tmp_path_factory.mktemp("tiny_bert"))
 
 
 def write_csv(path: Path, header: list[str], rows: list[list]) -> Path:

@@ -28,6 +28,18 @@ def make_tokenizer(folder: Path) -> BertTokenizerFast:
     return BertTokenizerFast(vocab=str(vocab_file), do_lower_case=True, model_max_length=64)
 
 
+def save_tiny_encoder(folder: Path) -> Path:
+    """A tiny random BERT (seeded) with the tiny tokenizer, saved as a bare encoder folder that every training
+    command accepts as --model_name_or_path."""
+    from transformers import AutoModel
+
+    folder = Path(folder)
+    torch.manual_seed(0)
+    AutoModel.from_config(encoder_config()).save_pretrained(folder)
+    make_tokenizer(folder).save_pretrained(folder)
+    return folder
+
+
 def encoder_config(arch: str = "bert", layers: int = 4):
     common = dict(vocab_size=len(VOCAB), hidden_size=HIDDEN, num_hidden_layers=layers, num_attention_heads=4,
                   intermediate_size=48, pad_token_id=0)
