@@ -435,6 +435,16 @@ def test_unknown_label_at_evaluation_names_file_line_and_label(encoder_dir, tmp_
     assert not (tmp_path / "out").exists()
 
 
+def test_bare_encoder_without_do_train_is_refused(encoder_dir, tmp_path):
+    """Evaluating a new, untrained head on a bare encoder would report noise as the model's scores (train-text
+    refuses the same)."""
+    train = write(tmp_path / "train.tsv", GOOD)
+    args = [a for a in base_args(encoder_dir, tmp_path, train, train) if a != "--do_train"] + ["--do_eval"]
+    with pytest.raises(InputError, match="encoder without a trained head: pass --do_train"):
+        run_args(args)
+    assert not (tmp_path / "out").exists()
+
+
 def test_non_encoder_model_path(tmp_path, encoder_dir):
     from tiny import backbone_config
 

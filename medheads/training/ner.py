@@ -728,6 +728,11 @@ def run(model_args: NerModelArguments, data_args: NerDataArguments, training_arg
                 "a new head needs training data to define its labels: pass --train_file (and --do_train), or "
                 "evaluate a model saved by this script"
             )
+        if not training_args.do_train:
+            raise InputError(
+                f"{model_args.model_name_or_path!r} is an encoder without a trained head: pass --do_train, or a "
+                "folder saved by train-ner to evaluate (an untrained head's scores would be noise)"
+            )
         label_list = build_label_list(splits["train"].sentences)
         known_from = f"seen in the training data {splits['train'].source}"
     for name in ("validation", "test"):
