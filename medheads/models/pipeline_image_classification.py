@@ -105,7 +105,12 @@ class MedheadsImageClassificationPipeline(ImageClassificationPipeline):
     @property
     def _is_medheads(self) -> bool:
         """A ViTPatchClassifier, in PyTorch or exported (`medheads export` names it `<model type>-onnx`)."""
-        return str(getattr(self.model.config, "model_type", "")).startswith(MODEL_TYPE)
+        # cached per model object: a config attribute read costs microseconds in transformers 5, per image adds up
+        cached = self.__dict__.get("_medheads_model")
+        if cached is None or cached[0] is not self.model:
+            cached = (self.model, str(getattr(self.model.config, "model_type", "")).startswith(MODEL_TYPE))
+            self.__dict__["_medheads_model"] = cached
+        return cached[1]
 
     def _sanitize_parameters(self, top_k=_UNSET, function_to_apply=None, timeout=None):
         preprocess_params, forward_params, postprocess_params = super()._sanitize_parameters(
@@ -114,32 +119,50 @@ class MedheadsImageClassificationPipeline(ImageClassificationPipeline):
             if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
                 raise ValueError(f"top_k must be a positive integer or None, got {top_k!r}.")
             postprocess_params["top_k"] = top_k
+        if getattr(self, "model", None) is not None and self._is_medheads:
+            # read from the model once per call, not once per image (a config edited between calls is honoured)
+            preprocess_params["dtype"] = self.dtype
+            postprocess_params["plan"] = self._label_plan()
         return preprocess_params, forward_params, postprocess_params
 
-    def preprocess(self, image, timeout=None):
+    def _label_plan(self) -> dict:
+        """What post-processing reads from the config: the problem type, the label names and the thresholds."""
+        config = self.model.config
+        problem_type = config.problem_type
+        num_labels = len(config.id2label)
+        if problem_type is None and self._is_medheads:
+            problem_type = "regression" if num_labels == 1 else "single_label_classification"
+        names = [config.id2label[i] for i in range(num_labels)]
+        thresholds = None
+        if problem_type == "multi_label_classification" and self._is_medheads:
+            thresholds = self._thresholds(num_labels)
+        return {"problem_type": problem_type, "names": names, "thresholds": thresholds,
+                "medheads": self._is_medheads}
+
+    def preprocess(self, image, timeout=None, dtype=None):
         if not self._is_medheads and hasattr(image, "shape"):  # stock: arrays go to the image processor as they are
             return super().preprocess(image, timeout=timeout)
+        dtype = dtype or self.dtype
         image = load_image(image, timeout=timeout)
         if not hasattr(self, "_pixel_table"):  # once per pipeline, not per image
             self._pixel_table = pixel_table(self.image_processor)
         if self._pixel_table is not None:
             pixels = fast_pixel_values(image, self.image_processor, self._pixel_table)
             if pixels is not None:  # a plain dict: BatchFeature's conversions cost as much as the lookup
-                return {"pixel_values": torch.from_numpy(pixels).to(self.dtype)}
-        return self.image_processor(images=image, return_tensors="pt").to(self.dtype)
+                return {"pixel_values": torch.from_numpy(pixels).to(dtype)}
+        return self.image_processor(images=image, return_tensors="pt").to(dtype)
 
-    def postprocess(self, model_outputs, function_to_apply=None, top_k=_UNSET):
-        config = self.model.config
-        problem_type = config.problem_type
-        if problem_type is None and self._is_medheads:
-            problem_type = "regression" if config.num_labels == 1 else "single_label_classification"
+    def postprocess(self, model_outputs, function_to_apply=None, top_k=_UNSET, plan=None):
+        plan = plan or self._label_plan()
+        problem_type, names = plan["problem_type"], plan["names"]
         logits = model_outputs["logits"][0].float().cpu().numpy().astype(np.float64)
-        names = [config.id2label[i] for i in range(len(logits))]
+        if len(names) != len(logits):
+            raise ValueError(f"the model returned {len(logits)} scores for {len(names)} labels in config.id2label.")
 
         if problem_type == "regression" and function_to_apply is None:
             return [{"label": name, "score": float(value)} for name, value in zip(names, logits)]
         if function_to_apply is None:
-            multi = problem_type == "multi_label_classification" or config.num_labels == 1
+            multi = problem_type == "multi_label_classification" or len(names) == 1
             scores = _sigmoid(logits) if multi else _softmax(logits)
         else:
             function = str(getattr(function_to_apply, "value", function_to_apply)).lower()
@@ -149,8 +172,8 @@ class MedheadsImageClassificationPipeline(ImageClassificationPipeline):
         ranked = sorted(({"label": name, "score": float(score)} for name, score in zip(names, scores)),
                         key=lambda row: row["score"], reverse=True)
         if top_k is _UNSET:
-            if problem_type == "multi_label_classification" and self._is_medheads and function_to_apply is None:
-                thresholds = self._thresholds(len(names))
+            if plan["thresholds"] is not None and function_to_apply is None:
+                thresholds = plan["thresholds"]
                 decided = {name for name, score, threshold in zip(names, scores, thresholds) if score >= threshold}
                 return [row for row in ranked if row["label"] in decided]
             top_k = 5  # the stock default
