@@ -242,6 +242,8 @@ def render_deploy(r: dict) -> list[str]:
             qc = d["quality_check"]
             out.append(f"F1 drop of medheads int8 vs stock: {qc['span_f1_drop_points']:.2f} points (target <= "
                        f"{qc['target_max_drop']}): " + ("met" if qc["met"] else "**missed**") + ".")
+            for name, points in qc.get("extra_span_f1_drop_points", {}).items():
+                out.append(f"F1 drop of `{name}` vs stock: {points:.2f} points (no target).")
             if "int8_cost_points" in qc:
                 out.append(f"Cost of int8 alone (medheads ONNX fp32 - ONNX int8, same model and pipeline): "
                            f"{qc['int8_cost_points']:.2f} points.")

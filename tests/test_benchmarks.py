@@ -49,7 +49,8 @@ def tiny_encoder(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def settings(tiny_encoder):
+def settings(tiny_encoder, tmp_path_factory):
+    deploy_work = tmp_path_factory.mktemp("deploy-bench")
     return {
         "token_classification": dict(encoder=tiny_encoder, n_sentences=10, batch_size=4, layers=[1, 2, 4], repeats=1,
                                      max_length=64, measure_memory=False),
@@ -63,7 +64,9 @@ def settings(tiny_encoder):
                            **TRAIN_OVERRIDES),
         "long_documents": dict(encoder=tiny_encoder, n_docs=4, window=32, repeats=1, measure_memory=False),
         "deploy_pipelines": dict(encoder=tiny_encoder, n_sentences=8, n_captions=8, n_images=8, batch_size=4,
-                                 repeats=1, ner_layer=2, ner_train_sentences=16, n_quality=12),
+                                 repeats=1, ner_layer=2, ner_train_sentences=16, n_quality=12, work_dir=str(deploy_work),
+                                 # the stock side's model (trained by the benchmark first) as a second medheads side
+                                 ner_extra_models=[str(deploy_work / "ner_trained_layer-1_16x1_lr0.0002")]),
     }
 
 
@@ -206,7 +209,13 @@ def test_deploy_pipelines_export_checks(report):
     # both NER models trained by the benchmark with one recipe, then scored through the pipelines
     runs = ner["training"]["runs"]
     assert (runs["medheads"]["layers"], runs["stock"]["layers"]) == (2, -1) and ner["settings"]["trained"]
-    assert set(ner["quality"]) == {"stock_fp32", "medheads_torch_fp32", "medheads_onnx_fp32", "medheads_onnx_int8"}
+    assert set(ner["quality"]) == {"stock_fp32", "medheads_torch_fp32", "medheads_onnx_fp32", "medheads_onnx_int8",
+                                   "medheads_layer4_onnx_int8"}
+    # the extra side is the stock side's own network, exported to int8: its F1 drop is the int8 cost alone
+    drop = ner["quality_check"]["extra_span_f1_drop_points"]["medheads_layer4_onnx_int8"]
+    assert drop == pytest.approx(100 * (ner["quality"]["stock_fp32"]["span_f1"]
+                                        - ner["quality"]["medheads_layer4_onnx_int8"]["span_f1"]), abs=0.01)  # rounded
+    assert "medheads_layer4_onnx_int8" in ner["sides"]
     assert all(q["sentences"] == 12 for q in ner["quality"].values())
     # ONNX fp32 computes what PyTorch computes: the same entities
     assert ner["quality"]["medheads_onnx_fp32"]["span_f1"] == ner["quality"]["medheads_torch_fp32"]["span_f1"]
