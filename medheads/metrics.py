@@ -534,13 +534,17 @@ def bootstrap_ci(
     ``n_resamples`` resamples drawn with replacement.
 
     Returns ``value`` (on all items), ``low`` / ``high`` (the ``(1 - confidence) / 2`` and ``1 - (1 - confidence) / 2``
-    percentiles), ``std`` (bootstrap standard error) and ``n``.
+    percentiles), ``std`` (bootstrap standard error) and ``n``. Resamples where the statistic is undefined (NaN, e.g.
+    a ROC AUC on a resample holding one class) are left out.
     """
     if n_items < 1:
         raise ValueError("bootstrap_ci needs at least one item")
     rng = np.random.default_rng(seed)
     value = float(statistic(np.arange(n_items)))
     samples = np.array([statistic(rng.integers(0, n_items, n_items)) for _ in range(n_resamples)], dtype=float)
+    samples = samples[np.isfinite(samples)]
+    if len(samples) < 2:
+        raise ValueError("the statistic is undefined on almost every bootstrap resample: too few items")
     tail = (1 - confidence) / 2 * 100
     return {"value": value, "low": float(np.percentile(samples, tail)), "high": float(np.percentile(samples, 100 - tail)),
             "std": float(samples.std(ddof=1)), "n": int(n_items), "confidence": confidence}

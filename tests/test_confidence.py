@@ -1,5 +1,6 @@
 """Bootstrap confidence intervals (medheads.metrics) and `medheads bootstrap-ci`."""
 
+import json
 import numpy as np
 import pytest
 
@@ -165,3 +166,33 @@ def test_bootstrap_ci_paired_on_two_ner_runs(tmp_path):
     assert [k for k in paired if k.endswith("_difference")] == ["test_span_f1_difference"]
     expected = 1.0 - ner_metrics(gold, systems["softmax"])["f1"]
     assert paired["test_span_f1_difference"]["value"] == pytest.approx(expected) and expected > 0.1
+
+
+def test_bootstrap_ci_on_an_image_run_gives_accuracy_and_roc_auc(tmp_path, capsys):
+    """An image run's predict_results.tsv (as train-image writes it): accuracy and binary ROC AUC whose points equal
+    sklearn's on all images, with intervals that bracket them."""
+    from sklearn.metrics import roc_auc_score
+
+    from medheads.training.confidence import main
+
+    rng = np.random.default_rng(0)
+    n = 300
+    gold = rng.integers(0, 2, n)
+    p_pneumonia = np.clip(gold * 0.5 + rng.random(n) * 0.6 - 0.05, 0, 1)
+    pred = (p_pneumonia >= 0.5).astype(int)
+    names = ["normal", "pneumonia"]
+    (tmp_path / "config.json").write_text(json.dumps({"id2label": {"0": "normal", "1": "pneumonia"},
+                                                      "problem_type": "single_label_classification"}))
+    rows = ["index\timage\tgold\tprediction\tscores"]
+    rows += [f"{i}\t\t{names[g]}\t{names[p]}\t{1 - q:.4f};{q:.4f}" for i, (g, p, q) in enumerate(zip(gold, pred,
+                                                                                                  p_pneumonia))]
+    (tmp_path / "predict_results.tsv").write_text("\n".join(rows) + "\n")
+    assert main([str(tmp_path)]) == 0
+    intervals = json.loads((tmp_path / "confidence_intervals.json").read_text())
+    assert set(intervals) == {"test_accuracy", "test_roc_auc"}
+    accuracy, auc = intervals["test_accuracy"], intervals["test_roc_auc"]
+    assert accuracy["value"] == pytest.approx((gold == pred).mean())
+    assert auc["value"] == pytest.approx(roc_auc_score(gold, np.round(p_pneumonia, 4)))
+    for ci in (accuracy, auc):
+        assert ci["low"] < ci["value"] < ci["high"] and ci["n"] == n
+    assert "test_roc_auc" in capsys.readouterr().out

@@ -5,6 +5,8 @@ the per-item predictions the training commands write (resampling sentences or te
   as the run's own `f1`).
 * Text (`train-text`): `validation_predictions.tsv` / `predict_results.txt` -> accuracy (multi-class), or subset
   accuracy and micro F1 (multi-label, at the run's thresholds).
+* Image (`train-image`): `predict_results.tsv` (the test split) -> accuracy and ROC AUC (single-label; the AUC is
+  one-vs-rest, averaged over classes when there are more than two), or subset accuracy and micro F1 (multi-label).
 
 Writes `confidence_intervals.json` in the run folder and prints one line per metric. With `--paired` and two NER
 runs on the same data (e.g. softmax and CRF), also the paired bootstrap CI of F1(second) - F1(first); with two
@@ -23,8 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..metrics import (accuracy_ci, accuracy_difference_ci, multilabel_ci, multilabel_difference_ci, ner_f1_ci,
-                       ner_f1_difference_ci)
+from ..metrics import (accuracy_ci, accuracy_difference_ci, bootstrap_ci, multilabel_ci, multilabel_difference_ci,
+                       ner_f1_ci, ner_f1_difference_ci)
 from ..command_line import ArgumentParser
 
 
@@ -49,6 +51,56 @@ def _is_text_file(path: Path) -> bool:
         return False
     with open(path, encoding="utf-8") as handle:
         return handle.readline().startswith("index\tgold\tprediction")
+
+
+def _image_file(path: Path):
+    """gold and predicted labels and the score rows of an image run's `predict_results.tsv`, or None if it is not
+    one (or is a regression run, whose `gold` cells are numbers)."""
+    if not path.is_file():
+        return None
+    with open(path, newline="", encoding="utf-8") as handle:
+        if not handle.readline().startswith("index\timage\tgold\tprediction\tscores"):
+            return None
+        handle.seek(0)
+        rows = list(csv.DictReader(handle, delimiter="\t"))
+    gold, pred = [r["gold"] for r in rows], [r["prediction"] for r in rows]
+    scores = np.array([[float(v) for v in r["scores"].split(";")] for r in rows], dtype=float)
+    return gold, pred, scores
+
+
+def _image_intervals(run_dir: Path, n_resamples: int, seed: int) -> dict:
+    from sklearn.metrics import roc_auc_score
+
+    read = _image_file(run_dir / "predict_results.tsv")
+    if read is None:
+        return {}
+    gold, pred, scores = read
+    if _problem_type(run_dir) == "multi_label_classification" or any(";" in g for g in gold + pred):
+        y_true, y_pred = _label_matrices(gold, pred)
+        return {f"test_{name}": ci for name, ci in multilabel_ci(y_true, y_pred, n_resamples, seed).items()}
+    try:
+        float(gold[0])
+        return {}  # regression: no interval here
+    except (ValueError, IndexError):
+        pass
+    out = {"test_accuracy": accuracy_ci(gold, pred, n_resamples, seed)}
+    names = json.loads((run_dir / "config.json").read_text()).get("id2label", {}) \
+        if (run_dir / "config.json").is_file() else {}
+    classes = [names[k] for k in sorted(names, key=int)] if names else sorted(set(gold))
+    if len(classes) == scores.shape[1] and set(gold) <= set(classes):
+        y = np.array([classes.index(g) for g in gold])
+
+        def auc(idx):
+            present = np.unique(y[idx])
+            if len(present) < 2:
+                return np.nan
+            if len(classes) == 2:
+                return roc_auc_score(y[idx] == 1, scores[idx, 1])
+            return np.mean([roc_auc_score(y[idx] == c, scores[idx, c]) for c in present])
+
+        ci = bootstrap_ci(auc, len(y), n_resamples, seed=seed)
+        out["test_roc_auc"] = ci
+    return out
 
 
 def _problem_type(run_dir: Path) -> str | None:
@@ -87,6 +139,7 @@ def run_intervals(run_dir: str | Path, n_resamples: int = 1000, seed: int = 0) -
                 out[f"{split}_accuracy"] = accuracy_ci(gold, pred, n_resamples, seed)
         elif ner_path.is_file():
             out[f"{split}_span_f1"] = ner_f1_ci(*_ner_file(ner_path), n_resamples=n_resamples, seed=seed)
+    out.update(_image_intervals(run_dir, n_resamples, seed))
     return out
 
 
@@ -123,7 +176,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "medheads bootstrap-ci")
     import argparse
 
     parser = ArgumentParser(prog=prog, description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    parser.add_argument("run_dirs", nargs="+", help="output folders of train-ner / train-text runs")
+    parser.add_argument("run_dirs", nargs="+", help="output folders of train-ner / train-text / train-image runs")
     parser.add_argument("--n_resamples", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--paired", action="store_true",
@@ -136,8 +189,9 @@ def main(argv: Sequence[str] | None = None, prog: str = "medheads bootstrap-ci")
             parser.error(f"{run_dir}: no such folder")
         intervals = run_intervals(run_dir, args.n_resamples, args.seed)
         if not intervals:
-            parser.error(f"{run_dir}: no per-item predictions found (validation_predictions.tsv, test_predictions.tsv "
-                         "or predict_results.txt): is it a finished train-ner / train-text run?")
+            parser.error(f"{run_dir}: no per-item predictions found (validation_predictions.tsv, test_predictions.tsv, "
+                         "predict_results.txt or predict_results.tsv): is it a finished train-ner / train-text / "
+                         "train-image run?")
         (Path(run_dir) / "confidence_intervals.json").write_text(json.dumps(intervals, indent=2))
         for name, ci in intervals.items():
             print(f"{run_dir}\t{name}\t{ci['value']:.4f}\t95% CI [{ci['low']:.4f}, {ci['high']:.4f}]\tn={ci['n']}")
