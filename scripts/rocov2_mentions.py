@@ -18,8 +18,6 @@ from pathlib import Path
 from medheads.training.arguments import parse_args
 from medheads.training.text_classification import ARGUMENT_CLASSES, load_splits
 
-from medheads.training.text_classification import ARGUMENT_CLASSES, load_splits
-from medheads.training.arguments import parse_args
 KEYWORDS = {
  "C0000726": r"abdom", "C0002978": r"angio|arteriogra|venogra|\bdsa\b|portogra|aortogra",
  "C0006141": r"breast|mammo", "C0024485": r"\bmri?\b|magnetic resonance|\bt1|\bt2|flair|diffusion|\bdwi\b|\bmra\b|\bmrcp\b",
