@@ -63,7 +63,7 @@ def folder_pipeline(task: str, folder: Path, batch_size: int):
 def torch_pipeline(task: str, model, processor, batch_size: int):
     """The stock side: transformers' own pipeline class for the task, as a user without medheads gets it. (Importing
     medheads makes its pipeline classes the task's implementation, stepping aside for other models but sharing its
-    faster preprocessing with them; runs before 2026-12-01 07:30 UTC timed that class here, which understated the
+    faster preprocessing with them; runs before 2026-12-01 07:25 UTC timed that class here, which understated the
     stock pipeline's time.)"""
     from transformers import (
         ImageClassificationPipeline, TextClassificationPipeline, TokenClassificationPipeline, pipeline,
