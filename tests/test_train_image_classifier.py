@@ -23,7 +23,8 @@ from medheads.command_line import explicit_keys
 from medheads.data import DataFormatError
 from medheads.errors import InputError
 from medheads.training.image_classification import (
-    ARGUMENT_CLASSES, EpochWeightedRandomSampler, augment_image, class_weights, confusion, image_metrics, main, run,
+    ARGUMENT_CLASSES, EpochWeightedRandomSampler, apply_prior_correction, augment_image, class_weights, confusion,
+    image_metrics, main, run,
 )
 from medheads.training.arguments import parse_args
 
@@ -150,6 +151,27 @@ def test_class_weights_and_the_balanced_sampler():
         draws.extend(labels[list(sampler)])
     draws = np.array(draws)
     assert abs(draws.mean() - 0.5) < 0.05  # balanced on average, though only 10% of the data is class 0
+
+
+@pytest.mark.parametrize("head", ["cls", "patch"])
+def test_prior_correction_shifts_each_class_logit_by_its_log_frequency(head):
+    """Class c's logit moves by exactly log(K * frequency_c) on every image, so decisions move towards the common
+    class while the ranking of images by any one class's score (hence ROC AUC) is unchanged."""
+    from medheads import ViTPatchClassifier, ViTPatchClassifierConfig
+
+    torch.manual_seed(0)
+    model = ViTPatchClassifier(ViTPatchClassifierConfig(backbone_config=backbone_config("vit"), head=head,
+                                                        id2label={0: "normal", 1: "pneumonia"})).eval()
+    pixels = torch.randn(6, 3, model.config.image_size, model.config.image_size)
+    with torch.no_grad():
+        before = model(pixel_values=pixels).logits
+    shifts = apply_prior_correction(model, [0, 1, 1, 1], 2)  # frequencies 1/4, 3/4
+    assert shifts == pytest.approx([np.log(0.5), np.log(1.5)])
+    with torch.no_grad():
+        after = model(pixel_values=pixels).logits
+    torch.testing.assert_close(after - before, torch.tensor(shifts, dtype=torch.float32).expand(6, 2))
+    with pytest.raises(InputError, match=r"classes \[1\] have no training image"):
+        apply_prior_correction(model, [0, 0], 2)
 
 
 def test_augmentation_keeps_size_and_mode_and_flips_exactly():
@@ -280,6 +302,33 @@ def test_new_vit_from_scratch_on_pneumoniamnist_resumes_to_the_same_result(pneum
 
 
 @needs_data
+def test_prior_correction_after_balanced_training_is_saved_and_shown(pneumonia_slice, tmp_path):
+    """The saved model is the best checkpoint's with the class-frequency shifts added to its output bias; the shifts
+    are in config.json and the model card; validation and test metrics are the corrected model's."""
+    out = tmp_path / "out"
+    run_args(["--train_file", str(pneumonia_slice), "--class_names", "normal,pneumonia", "--image_size", "28",
+              "--patch_size", "7", "--vit_hidden_size", "16", "--vit_layers", "1", "--vit_heads", "2",
+              "--head", "cls", "--balance", "sampler", "--prior_correction", "--num_train_epochs", "1",
+              "--per_device_train_batch_size", "16", "--seed", "4", "--do_train", "--do_eval", "--do_predict",
+              "--output_dir", str(out), *QUIET])
+    labels = np.load(pneumonia_slice)["train_labels"][:96].ravel()
+    frequency = np.bincount(labels, minlength=2) / len(labels)
+    config = json.loads((out / "config.json").read_text())
+    assert list(config["prior_correction"]) == ["normal", "pneumonia"]
+    assert list(config["prior_correction"].values()) == pytest.approx(np.log(2 * frequency), abs=1e-5)
+    state = json.loads((out / "trainer_state.json").read_text())
+    best = safetensors.torch.load_file(Path(state["best_model_checkpoint"]) / "model.safetensors")
+    saved = safetensors.torch.load_file(out / "model.safetensors")
+    bias = next(k for k in saved if k.startswith("head") and k.endswith("bias") and saved[k].numel() == 2)
+    torch.testing.assert_close(saved[bias] - best[bias], torch.tensor(np.log(2 * frequency), dtype=torch.float32))
+    assert all(torch.equal(saved[k], best[k]) for k in saved if k != bias)
+    from medheads.hub.publishing import build_model_card
+
+    card = str(build_model_card(out, "medheads/pneumonia-prior"))
+    assert "prior correction" in card and f"normal {np.log(2 * frequency[0]):+.3f}" in card
+
+
+@needs_data
 def test_deit_trained_end_to_end_from_a_json_config_and_a_saved_dataset(deit_dir, pneumonia_slice, tmp_path):
     arrays = np.load(pneumonia_slice)
     table = lambda split: datasets.Dataset.from_dict(  # noqa: E731
@@ -328,7 +377,8 @@ def test_corrupt_image_is_named_before_training(vit_dir, image_folders, tmp_path
     assert not list(out.glob("checkpoint-*"))
 
 
-@pytest.mark.parametrize("case", ["npz_arrays", "column", "not_a_backbone", "image_size", "test_split", "hold_out"])
+@pytest.mark.parametrize("case", ["npz_arrays", "column", "not_a_backbone", "image_size", "test_split", "hold_out",
+                                  "prior_correction"])
 def test_bad_input_gets_one_clear_error(case, vit_dir, image_folders, tmp_path):
     out = ["--output_dir", str(tmp_path / "out"), "--do_train", *QUIET]
     if case == "npz_arrays":
@@ -355,6 +405,9 @@ def test_bad_input_gets_one_clear_error(case, vit_dir, image_folders, tmp_path):
                                         r"--validation_dir"
         args = ["--train_dir", str(image_folders["train"]), "--validation_dir", str(image_folders["val"]),
                 "--hold_out_validation"]
+    elif case == "prior_correction":
+        error, pattern = InputError, r"--prior_correction undoes the class balancing.*--balance none"
+        args = ["--train_dir", str(image_folders["train"]), "--prior_correction"]
     else:
         error, pattern = DataFormatError, r"no test split.*arrays present: \['train_images', 'train_labels'\]"
         archive = tmp_path / "train_only.npz"

@@ -773,6 +773,10 @@ def _hyperparameters(run: _Run) -> list[tuple[str, str]]:
             rows.append(("backbone features", "computed once and cached; only the head trained on them" if cache
                          else "recomputed by the frozen backbone every batch"))
         add("class balance", "balance", (None, "none"))
+        shifts = run.config.get("prior_correction")
+        if isinstance(shifts, dict) and shifts:
+            rows.append(("prior correction", "training class frequencies put back into the output bias after "
+                         "balanced training: " + ", ".join(f"{k} {float(v):+.3f}" for k, v in shifts.items())))
         if a.get("augment"):
             rows.append(("augmentation", f"random crop (scale >= {_fmt_hparam(a.get('augment_crop_scale', 0.8))}), "
                                          f"rotation (<= {_fmt_hparam(a.get('augment_rotation', 10.0))} degrees)"

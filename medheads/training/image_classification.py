@@ -11,7 +11,8 @@ over `ImageModelArguments`, `ImageDataArguments` and `MedheadsTrainingArguments`
   (or `--backbone_config_json`, or `--from_scratch` with a backbone's architecture);
 * a frozen backbone trains the head on cached token features (`medheads.training.features.cached_features`); an
   unfrozen one trains end to end, optionally with PIL-only augmentation (no torchvision);
-* class-balanced batches (`--balance sampler`) or a class-weighted loss (`--balance loss`);
+* class-balanced batches (`--balance sampler`) or a class-weighted loss (`--balance loss`), and optionally
+  (`--prior_correction`) the training class frequencies put back into the output bias afterwards;
 * every input problem is reported once, before training, as an `InputError` (or its `DataFormatError`).
 
 The output folder is a complete `image-classification` pipeline folder (model + remote code + image processor) with
@@ -159,6 +160,11 @@ class ImageDataArguments(DataArguments):
         "data has a validation split, so that split stays untouched for a final --do_predict (--test_split val).")})
     balance: Literal["none", "sampler", "loss"] = field(default="none", metadata={"help": (
         "none; sampler: class-balanced batches (WeightedRandomSampler); loss: class-weighted cross-entropy.")})
+    prior_correction: bool = field(default=False, metadata={"help": (
+        "With --balance: after training, add log(K x training frequency) to each of the K classes' output bias. A "
+        "balanced run learns as if every class were equally common, which tilts its decisions towards the rare "
+        "classes; this restores the training data's class frequencies (the scores' ranking within a class, hence "
+        "ROC AUC, is unchanged). The shifts are saved in config.prior_correction.")})
     augment: bool = field(default=False, metadata={"help": (
         "Random crop, rotation and horizontal flip of training images (PIL). Implies an uncached backbone.")})
     augment_rotation: float = field(default=10.0, metadata={"help": "Largest rotation in degrees."})
@@ -196,6 +202,9 @@ def check_arguments(model_args: ImageModelArguments, data_args: ImageDataArgumen
     if data_args.balance != "none" and data_args.problem_type in (MULTI_LABEL, REGRESSION):
         raise InputError(f"--balance {data_args.balance} balances classes of a single-label problem; drop it for "
                             f"--problem_type {data_args.problem_type}.")
+    if data_args.prior_correction and data_args.balance == "none":
+        raise InputError("--prior_correction undoes the class balancing of --balance sampler / loss: with --balance "
+                         "none there is nothing to correct; drop it or set --balance.")
     if not data_args.label_separator:
         raise InputError("--label_separator must not be empty.")
     if data_args.threshold_min_positives < 1:
@@ -950,6 +959,26 @@ class ImageClassificationTrainer(Trainer):
         return (loss, outputs) if return_outputs else loss
 
 
+def apply_prior_correction(model, train_labels: Sequence[int], num_classes: int) -> np.ndarray:
+    """Add `log(num_classes * frequency_c)` to class c's bias in the model's output layer (the last `nn.Linear` of its
+    head), in place: a classifier trained on class-balanced data (uniform prior) then scores as if trained on the
+    training data's own class frequencies. Returns the shifts."""
+    counts = np.bincount(np.asarray(train_labels, dtype=int), minlength=num_classes).astype(float)
+    if (counts == 0).any():
+        missing = [int(c) for c in np.flatnonzero(counts == 0)]
+        raise InputError(f"--prior_correction: classes {missing} have no training image, so their frequency is 0: "
+                         "drop --prior_correction or add images of those classes.")
+    shifts = np.log(num_classes * counts / counts.sum())
+    layers = [m for m in model.head.modules() if isinstance(m, torch.nn.Linear)]
+    output = layers[-1]
+    if output.out_features != num_classes or output.bias is None:
+        raise InputError(f"--prior_correction: the head's last linear layer has {output.out_features} outputs "
+                         f"{'and no bias ' if output.bias is None else ''}for {num_classes} classes.")
+    with torch.no_grad():
+        output.bias.add_(torch.as_tensor(shifts, dtype=output.bias.dtype, device=output.bias.device))
+    return shifts
+
+
 def image_metrics(labels: Sequence[int], logits: np.ndarray, class_names: Sequence[str]) -> dict[str, float]:
     """`medheads.metrics.classification_metrics` of the softmax of `logits`: accuracy, macro/weighted and per-class
     F1, precision, recall, support, and ROC AUC (class 1 for binary, one-vs-rest macro otherwise)."""
@@ -1274,6 +1303,12 @@ def run(model_args: ImageModelArguments, data_args: ImageDataArguments, training
         output_dir.mkdir(parents=True, exist_ok=True)
         model.save_pretrained(output_dir)
         processor.save_pretrained(output_dir)
+
+    if data_args.prior_correction and training_args.do_train:
+        shifts = apply_prior_correction(model, data.splits["train"]["labels"], num_classes)
+        model.config.prior_correction = dict(zip(data.class_names, [round(float(v), 6) for v in shifts]))
+        logger.info("Prior correction added to the output bias: %s.", model.config.prior_correction)
+        trainer.save_model()
 
     # 4. Multi-label: one decision threshold per label, tuned on validation, saved in config.thresholds (the
     #    pipeline applies them).
