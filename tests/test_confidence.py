@@ -196,3 +196,17 @@ def test_bootstrap_ci_on_an_image_run_gives_accuracy_and_roc_auc(tmp_path, capsy
     for ci in (accuracy, auc):
         assert ci["low"] < ci["value"] < ci["high"] and ci["n"] == n
     assert "test_roc_auc" in capsys.readouterr().out
+
+    # paired: a second run that fixes ten of the first run's errors
+    second = tmp_path / "second"
+    second.mkdir()
+    (second / "config.json").write_text((tmp_path / "config.json").read_text())
+    fixed = pred.copy()
+    wrong = np.flatnonzero(pred != gold)[:10]
+    fixed[wrong] = gold[wrong]
+    rows = ["index\timage\tgold\tprediction\tscores"]
+    rows += [f"{i}\t\t{names[g]}\t{names[p]}\t0.5;0.5" for i, (g, p) in enumerate(zip(gold, fixed))]
+    (second / "predict_results.tsv").write_text("\n".join(rows) + "\n")
+    assert main(["--paired", str(tmp_path), str(second)]) == 0
+    difference = json.loads((second / "paired_intervals.json").read_text())["test_accuracy_difference"]
+    assert difference["value"] == pytest.approx(10 / n) and difference["low"] > 0

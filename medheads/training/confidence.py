@@ -144,8 +144,8 @@ def run_intervals(run_dir: str | Path, n_resamples: int = 1000, seed: int = 0) -
 
 
 def paired_intervals(first: str | Path, second: str | Path, n_resamples: int = 1000, seed: int = 0) -> dict:
-    """Paired bootstrap CIs of metric(second) - metric(first) for two runs scored on the same items: NER span F1, or
-    text accuracy / subset accuracy and micro F1. Raises ValueError when the runs were scored on different items."""
+    """Paired bootstrap CIs of metric(second) - metric(first) for two runs scored on the same items: NER span F1,
+    text accuracy / subset accuracy and micro F1, or single-label image accuracy. Raises ValueError when the runs were scored on different items."""
     first, second = Path(first), Path(second)
     out: dict[str, dict] = {}
     for split, ner_name, text_name in (("validation", "validation_predictions.tsv", "validation_predictions.tsv"),
@@ -169,6 +169,13 @@ def paired_intervals(first: str | Path, second: str | Path, n_resamples: int = 1
             if gold != gold_b:
                 raise ValueError(f"{ner_name}: the two runs were scored on different sentences or tags")
             out[f"{split}_span_f1_difference"] = ner_f1_difference_ci(gold, pred_a, pred_b, n_resamples, seed)
+    images = [_image_file(run / "predict_results.tsv") for run in (first, second)]
+    if all(images):
+        (gold, pred_a, _), (gold_b, pred_b, _) = images
+        if gold != gold_b:
+            raise ValueError("predict_results.tsv: the two runs were scored on different images or labels")
+        if not any(";" in g for g in gold + pred_a + pred_b):
+            out["test_accuracy_difference"] = accuracy_difference_ci(gold, pred_a, pred_b, n_resamples, seed)
     return out
 
 
