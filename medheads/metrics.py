@@ -421,17 +421,20 @@ def classification_metrics(
     The key is omitted when no class has both.
     """
     metrics = multiclass_metrics(y_true, y_prob, label_names)
+    auc = roc_auc(y_true, y_prob)
+    if auc is not None:
+        metrics["roc_auc"] = auc
+    return metrics
+
+
+def roc_auc(y_true, y_prob) -> float | None:
+    """ROC AUC as :func:`classification_metrics` reports it (class 1's scores for two classes, else the one-vs-rest
+    macro average over classes with both positives and negatives); None when no class has both."""
     y_true = np.asarray(y_true).astype(int).ravel()
     y_prob = np.asarray(y_prob, dtype=float)
     classes = [1] if y_prob.shape[1] == 2 else range(y_prob.shape[1])
-    aucs = [
-        roc_auc_score(y_true == c, y_prob[:, c])
-        for c in classes
-        if 0 < np.sum(y_true == c) < len(y_true)
-    ]
-    if aucs:
-        metrics["roc_auc"] = float(np.mean(aucs))
-    return metrics
+    aucs = [roc_auc_score(y_true == c, y_prob[:, c]) for c in classes if 0 < np.sum(y_true == c) < len(y_true)]
+    return float(np.mean(aucs)) if aucs else None
 
 
 # ------------------------------------------------------------------------------ NER on raw text (character spans)

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from ..metrics import (accuracy_ci, accuracy_difference_ci, bootstrap_ci, multilabel_ci, multilabel_difference_ci,
-                       ner_f1_ci, ner_f1_difference_ci)
+                       ner_f1_ci, ner_f1_difference_ci, roc_auc)
 from ..command_line import ArgumentParser
 
 
@@ -55,7 +55,7 @@ def _is_text_file(path: Path) -> bool:
 
 def _image_file(path: Path):
     """gold and predicted labels and the score rows of an image run's `predict_results.tsv`, or None if it is not
-    one (or is a regression run, whose `gold` cells are numbers)."""
+    one (a regression run's `gold` cells are numbers: the callers skip those)."""
     if not path.is_file():
         return None
     with open(path, newline="", encoding="utf-8") as handle:
@@ -69,8 +69,6 @@ def _image_file(path: Path):
 
 
 def _image_intervals(run_dir: Path, n_resamples: int, seed: int) -> dict:
-    from sklearn.metrics import roc_auc_score
-
     read = _image_file(run_dir / "predict_results.tsv")
     if read is None:
         return {}
@@ -90,16 +88,11 @@ def _image_intervals(run_dir: Path, n_resamples: int, seed: int) -> dict:
     if len(classes) == scores.shape[1] and set(gold) <= set(classes):
         y = np.array([classes.index(g) for g in gold])
 
-        def auc(idx):
-            present = np.unique(y[idx])
-            if len(present) < 2:
-                return np.nan
-            if len(classes) == 2:
-                return roc_auc_score(y[idx] == 1, scores[idx, 1])
-            return np.mean([roc_auc_score(y[idx] == c, scores[idx, c]) for c in present])
+        def auc(idx):  # NaN (left out by bootstrap_ci) on a resample holding one class
+            value = roc_auc(y[idx], scores[idx])
+            return np.nan if value is None else value
 
-        ci = bootstrap_ci(auc, len(y), n_resamples, seed=seed)
-        out["test_roc_auc"] = ci
+        out["test_roc_auc"] = bootstrap_ci(auc, len(y), n_resamples, seed=seed)
     return out
 
 
@@ -145,7 +138,8 @@ def run_intervals(run_dir: str | Path, n_resamples: int = 1000, seed: int = 0) -
 
 def paired_intervals(first: str | Path, second: str | Path, n_resamples: int = 1000, seed: int = 0) -> dict:
     """Paired bootstrap CIs of metric(second) - metric(first) for two runs scored on the same items: NER span F1,
-    text accuracy / subset accuracy and micro F1, or single-label image accuracy. Raises ValueError when the runs were scored on different items."""
+    text accuracy / subset accuracy and micro F1, or single-label image accuracy. Raises ValueError when the runs were
+    scored on different items."""
     first, second = Path(first), Path(second)
     out: dict[str, dict] = {}
     for split, ner_name, text_name in (("validation", "validation_predictions.tsv", "validation_predictions.tsv"),

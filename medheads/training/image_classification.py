@@ -1290,6 +1290,10 @@ def run(model_args: ImageModelArguments, data_args: ImageDataArguments, training
     if training_args.do_train:
         maybe_find_learning_rate(trainer, training_args)
         train_result = trainer.train(resume_from_checkpoint=resume_checkpoint(training_args))
+        if data_args.prior_correction:  # on the restored best model, before the one save
+            shifts = apply_prior_correction(model, data.splits["train"]["labels"], num_classes)
+            model.config.prior_correction = dict(zip(data.class_names, [round(float(v), 6) for v in shifts]))
+            logger.info("Prior correction added to the output bias: %s.", model.config.prior_correction)
         trainer.save_model()  # model, remote code and image processor: a pipeline folder
         train_metrics = {**train_result.metrics, "train_samples": len(data.splits["train"])}
         save_split_metrics(trainer, "train", train_metrics)
@@ -1303,12 +1307,6 @@ def run(model_args: ImageModelArguments, data_args: ImageDataArguments, training
         output_dir.mkdir(parents=True, exist_ok=True)
         model.save_pretrained(output_dir)
         processor.save_pretrained(output_dir)
-
-    if data_args.prior_correction and training_args.do_train:
-        shifts = apply_prior_correction(model, data.splits["train"]["labels"], num_classes)
-        model.config.prior_correction = dict(zip(data.class_names, [round(float(v), 6) for v in shifts]))
-        logger.info("Prior correction added to the output bias: %s.", model.config.prior_correction)
-        trainer.save_model()
 
     # 4. Multi-label: one decision threshold per label, tuned on validation, saved in config.thresholds (the
     #    pipeline applies them).
